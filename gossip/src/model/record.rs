@@ -1,0 +1,62 @@
+//! Registrations and tombstones: the durable facts about workers.
+
+use super::{WorkerId, WorkerSpec, WorkerUrl};
+use serde::{Deserialize, Serialize};
+
+/// One generation of a worker registration.
+///
+/// A URL that is evicted and registered again gets a higher `generation`, so a
+/// tombstone for the old generation never removes the new one (SPEC S7).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Registration {
+    /// Derived from `spec.url`; stored to avoid rehashing on every lookup.
+    pub id: WorkerId,
+    /// Generation of this registration, starting at 1.
+    pub generation: u64,
+    /// Node that registered this generation.
+    pub owner: String,
+    /// When it was registered, in milliseconds since the Unix epoch.
+    pub registered_at_ms: u64,
+    /// The worker's description.
+    pub spec: WorkerSpec,
+}
+
+/// Why a generation was evicted.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum EvictionReason {
+    /// `DELETE /v1/workers/{id}` (SPEC S6 a).
+    Deleted,
+    /// Every live member that tracks it reported `failed` (SPEC S6 b).
+    Failed,
+}
+
+impl EvictionReason {
+    /// The snake_case name used in logs, events and metrics.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EvictionReason::Deleted => "deleted",
+            EvictionReason::Failed => "failed",
+        }
+    }
+}
+
+/// Proof that one generation of a worker was evicted; it keeps the generation from
+/// coming back until it expires.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Tombstone {
+    /// The evicted worker.
+    pub id: WorkerId,
+    /// Its URL, kept for operators reading the state.
+    pub url: WorkerUrl,
+    /// The evicted generation; every generation up to it is dead.
+    pub generation: u64,
+    /// Why it was evicted.
+    pub reason: EvictionReason,
+    /// Node that wrote the tombstone.
+    pub writer: String,
+    /// When it was written, in milliseconds since the Unix epoch.
+    pub deleted_at_ms: u64,
+    /// When it may be forgotten, in milliseconds since the Unix epoch.
+    pub expires_at_ms: u64,
+}

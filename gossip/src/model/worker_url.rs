@@ -1,0 +1,282 @@
+//! Worker identity: the normalized URL and the id derived from it (SPEC S1).
+
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use std::fmt;
+
+/// Longest URL accepted, in bytes, before normalization.
+pub const MAX_URL_LEN: usize = 2048;
+
+/// Why a string is not a usable worker URL. Each message says what to change.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum UrlError {
+    /// Not parseable as an absolute URL.
+    #[error("`{url}` is not a valid absolute URL ({reason}); write it like http://10.0.0.5:8000")]
+    Parse {
+        /// The input as given.
+        url: String,
+        /// The parser's reason.
+        reason: String,
+    },
+    /// A scheme other than http or https.
+    #[error("`{url}` uses the scheme `{scheme}`; only http and https workers can be probed")]
+    Scheme {
+        /// The input as given.
+        url: String,
+        /// The rejected scheme.
+        scheme: String,
+    },
+    /// No host part.
+    #[error("`{url}` has no host; write it like http://10.0.0.5:8000")]
+    NoHost {
+        /// The input as given.
+        url: String,
+    },
+    /// A user name or password in the URL.
+    #[error("`{url}` carries user information (user:password@); remove it, credentials do not belong in a worker URL")]
+    Userinfo {
+        /// The input as given.
+        url: String,
+    },
+    /// A query string or fragment.
+    #[error("`{url}` has a query or fragment; a worker URL is a base address, put probe details in health.path")]
+    QueryOrFragment {
+        /// The input as given.
+        url: String,
+    },
+    /// Longer than [`MAX_URL_LEN`].
+    #[error("the URL is {len} bytes long; at most {MAX_URL_LEN} are accepted")]
+    TooLong {
+        /// The input's length in bytes.
+        len: usize,
+    },
+}
+
+/// A worker's normalized base URL: scheme and host lower-cased, port explicit, no
+/// trailing slash, no user information, query or fragment.
+///
+/// Invariant: the inner string is the output of [`WorkerUrl::parse`], so two URLs that
+/// name the same worker compare equal.
+#[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct WorkerUrl(String);
+
+impl WorkerUrl {
+    /// Validates and normalizes `input`.
+    pub fn parse(input: &str) -> Result<WorkerUrl, UrlError> {
+        let input = input.trim();
+        if input.len() > MAX_URL_LEN {
+            return Err(UrlError::TooLong { len: input.len() });
+        }
+        let owned = || input.to_string();
+        let url = url::Url::parse(input).map_err(|e| UrlError::Parse {
+            url: owned(),
+            reason: e.to_string(),
+        })?;
+        let scheme = url.scheme();
+        if scheme != "http" && scheme != "https" {
+            return Err(UrlError::Scheme {
+                url: owned(),
+                scheme: scheme.to_string(),
+            });
+        }
+        let host = match url.host_str() {
+            Some(h) if !h.is_empty() => h,
+            _ => return Err(UrlError::NoHost { url: owned() }),
+        };
+        if !url.username().is_empty() || url.password().is_some() {
+            return Err(UrlError::Userinfo { url: owned() });
+        }
+        if url.query().is_some() || url.fragment().is_some() {
+            return Err(UrlError::QueryOrFragment { url: owned() });
+        }
+        // Both schemes have a known default port, so this is always Some.
+        let port = url.port_or_known_default().unwrap_or(80);
+        let path = url.path().trim_end_matches('/');
+        Ok(WorkerUrl(format!("{scheme}://{host}:{port}{path}")))
+    }
+
+    /// The normalized URL.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    /// The host part: a DNS name, an IPv4 address, or an IPv6 address in brackets.
+    pub fn host(&self) -> &str {
+        let rest = self.0.split_once("://").map_or(self.0.as_str(), |(_, r)| r);
+        let authority = rest.split('/').next().unwrap_or(rest);
+        match authority.rfind(':') {
+            Some(i) if !authority[i..].contains(']') => &authority[..i],
+            _ => authority,
+        }
+    }
+
+    /// The URL a probe with `path` requests: the base URL followed by the path.
+    pub fn with_path(&self, path: &str) -> String {
+        format!("{}{}", self.0, path)
+    }
+
+    /// The id derived from this URL.
+    pub fn id(&self) -> WorkerId {
+        WorkerId::from_url(self)
+    }
+}
+
+impl TryFrom<String> for WorkerUrl {
+    type Error = UrlError;
+    fn try_from(s: String) -> Result<Self, Self::Error> {
+        WorkerUrl::parse(&s)
+    }
+}
+
+impl From<WorkerUrl> for String {
+    fn from(u: WorkerUrl) -> String {
+        u.0
+    }
+}
+
+impl fmt::Display for WorkerUrl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl fmt::Debug for WorkerUrl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "WorkerUrl({})", self.0)
+    }
+}
+
+/// Length of a [`WorkerId`] in hex characters (64 bits of SHA-256).
+pub const WORKER_ID_LEN: usize = 16;
+
+/// A worker's id: the first 64 bits of SHA-256 over the normalized URL, in lower-case
+/// hex. The same on every node, fixed length and safe in a URL path.
+#[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct WorkerId(String);
+
+impl WorkerId {
+    /// The id of `url`.
+    pub fn from_url(url: &WorkerUrl) -> WorkerId {
+        let digest = Sha256::digest(url.as_str().as_bytes());
+        let mut hex = String::with_capacity(WORKER_ID_LEN);
+        for b in &digest[..WORKER_ID_LEN / 2] {
+            hex.push_str(&format!("{b:02x}"));
+        }
+        WorkerId(hex)
+    }
+
+    /// Accepts a string that has the shape of an id (16 lower-case hex digits).
+    pub fn parse(s: &str) -> Option<WorkerId> {
+        let ok = s.len() == WORKER_ID_LEN
+            && s.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b));
+        ok.then(|| WorkerId(s.to_string()))
+    }
+
+    /// The id as text.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl TryFrom<String> for WorkerId {
+    type Error = String;
+    fn try_from(s: String) -> Result<Self, Self::Error> {
+        WorkerId::parse(&s).ok_or_else(|| format!("`{s}` is not a worker id"))
+    }
+}
+
+impl From<WorkerId> for String {
+    fn from(id: WorkerId) -> String {
+        id.0
+    }
+}
+
+impl fmt::Display for WorkerId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl fmt::Debug for WorkerId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "WorkerId({})", self.0)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn norm(s: &str) -> String {
+        WorkerUrl::parse(s).unwrap().to_string()
+    }
+
+    #[test]
+    fn normalizes_case_port_and_trailing_slash() {
+        let cases = [
+            ("http://10.0.0.5:8000", "http://10.0.0.5:8000"),
+            ("HTTP://Worker-1.Example.COM:8000/", "http://worker-1.example.com:8000"),
+            ("http://host", "http://host:80"),
+            ("https://host/", "https://host:443"),
+            ("http://host:80/v1/", "http://host:80/v1"),
+            ("  http://host:9000  ", "http://host:9000"),
+            ("http://[::1]:8000", "http://[::1]:8000"),
+            ("http://[::1]", "http://[::1]:80"),
+        ];
+        for (input, want) in cases {
+            assert_eq!(norm(input), want, "input {input}");
+        }
+    }
+
+    #[test]
+    fn equal_workers_have_equal_ids() {
+        let a = WorkerUrl::parse("http://HOST:80/").unwrap();
+        let b = WorkerUrl::parse("http://host").unwrap();
+        assert_eq!(a, b);
+        assert_eq!(a.id(), b.id());
+        assert_ne!(a.id(), WorkerUrl::parse("https://host").unwrap().id());
+        let id = a.id();
+        assert_eq!(id.as_str().len(), WORKER_ID_LEN);
+        assert_eq!(WorkerId::parse(id.as_str()), Some(id));
+    }
+
+    #[test]
+    fn rejects_bad_urls_with_the_right_reason() {
+        assert!(matches!(WorkerUrl::parse("not a url"), Err(UrlError::Parse { .. })));
+        assert!(matches!(WorkerUrl::parse("/relative"), Err(UrlError::Parse { .. })));
+        assert!(matches!(WorkerUrl::parse("ftp://host"), Err(UrlError::Scheme { .. })));
+        assert!(matches!(WorkerUrl::parse("file:///etc/passwd"), Err(UrlError::Scheme { .. })));
+        assert!(matches!(WorkerUrl::parse("http://"), Err(UrlError::Parse { .. })));
+        assert!(matches!(WorkerUrl::parse("http://u:p@host"), Err(UrlError::Userinfo { .. })));
+        assert!(matches!(WorkerUrl::parse("http://u@host"), Err(UrlError::Userinfo { .. })));
+        assert!(matches!(WorkerUrl::parse("http://host/?a=1"), Err(UrlError::QueryOrFragment { .. })));
+        assert!(matches!(WorkerUrl::parse("http://host/#x"), Err(UrlError::QueryOrFragment { .. })));
+        let long = format!("http://host/{}", "a".repeat(MAX_URL_LEN));
+        assert!(matches!(WorkerUrl::parse(&long), Err(UrlError::TooLong { .. })));
+    }
+
+    #[test]
+    fn host_is_extracted_for_names_v4_and_v6() {
+        assert_eq!(WorkerUrl::parse("http://a.b:1/x").unwrap().host(), "a.b");
+        assert_eq!(WorkerUrl::parse("http://10.1.2.3").unwrap().host(), "10.1.2.3");
+        assert_eq!(WorkerUrl::parse("http://[fe80::1]:9/").unwrap().host(), "[fe80::1]");
+    }
+
+    #[test]
+    fn ids_reject_wrong_shapes() {
+        assert_eq!(WorkerId::parse("0123456789abcdeF"), None);
+        assert_eq!(WorkerId::parse("0123"), None);
+        assert_eq!(WorkerId::parse("../../etc/passwd"), None);
+        assert!(WorkerId::parse("0123456789abcdef").is_some());
+    }
+
+    #[test]
+    fn deserializing_validates() {
+        let ok: WorkerUrl = serde_json::from_str("\"http://H:1/\"").unwrap();
+        assert_eq!(ok.as_str(), "http://h:1");
+        assert!(serde_json::from_str::<WorkerUrl>("\"gopher://h\"").is_err());
+        assert!(serde_json::from_str::<WorkerId>("\"zz\"").is_err());
+    }
+}
