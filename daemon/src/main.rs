@@ -1,1 +1,68 @@
-fn main() {}
+//! `probemesh`: parse the command line, then run the agent or a client command.
+
+use clap::Parser;
+use probemesh::cli::{Cli, Command};
+use probemesh::{app::App, config, logging, shutdown, version};
+use std::process::ExitCode;
+use tokio_util::sync::CancellationToken;
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Agent(args) => run_agent(&args),
+        Command::Workers { client, command } => probemesh::client::run(client, command),
+        Command::Version => {
+            println!(
+                "probemesh {} (revision {}, protocol {})",
+                version::VERSION,
+                version::GIT_REVISION,
+                version::protocol_version()
+            );
+            ExitCode::SUCCESS
+        }
+    }
+}
+
+fn run_agent(args: &probemesh::cli::AgentArgs) -> ExitCode {
+    let config = match config::load(args, &|k| std::env::var(k).ok()) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    logging::init(config.log_format);
+    // One process-wide TLS provider: ring (see docs/decisions.md). Fails only if
+    // another provider was installed first, which this binary never does.
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the runtime: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    let result = rt.block_on(async move {
+        tracing::info!(node_id = %config.node_id, version = version::VERSION, "probemesh agent starting");
+        let app = App::build(config).await?;
+        let token = CancellationToken::new();
+        let stop = token.clone();
+        tokio::spawn(async move {
+            let sig = shutdown::signal().await;
+            tracing::info!(signal = sig, "shutting down");
+            stop.cancel();
+        });
+        app.run(token).await
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!("{e:#}");
+            eprintln!("error: {e:#}");
+            ExitCode::from(1)
+        }
+    }
+}

@@ -24,7 +24,9 @@ pub enum CodecError {
     #[error("not probemesh data (missing or wrong header)")]
     BadHeader,
     /// Written by a newer, incompatible version of probemesh.
-    #[error("format version {found}.x is newer than this build understands ({FORMAT_MAJOR}.x); upgrade probemesh")]
+    #[error(
+        "format version {found}.x is newer than this build understands ({FORMAT_MAJOR}.x); upgrade probemesh"
+    )]
     NewerMajor {
         /// Major version found in the data.
         found: u8,
@@ -110,8 +112,14 @@ mod tests {
             decode::<Registration>(&bytes),
             Err(CodecError::NewerMajor { found }) if found == FORMAT_MAJOR + 1
         ));
-        assert!(matches!(decode::<Registration>(b"PMS"), Err(CodecError::BadHeader)));
-        assert!(matches!(decode::<Registration>(b"XXXX\x01\x00"), Err(CodecError::BadHeader)));
+        assert!(matches!(
+            decode::<Registration>(b"PMS"),
+            Err(CodecError::BadHeader)
+        ));
+        assert!(matches!(
+            decode::<Registration>(b"XXXX\x01\x00"),
+            Err(CodecError::BadHeader)
+        ));
     }
 
     #[test]
@@ -132,10 +140,7 @@ mod tests {
         let mut invalid_url = encode(&registration()).unwrap();
         // The URL string starts right after id, generation, owner, timestamp; corrupt
         // its scheme so the validating deserializer must reject it.
-        let pos = invalid_url
-            .windows(4)
-            .position(|w| w == b"http")
-            .unwrap();
+        let pos = invalid_url.windows(4).position(|w| w == b"http").unwrap();
         invalid_url[pos] = b'f';
         assert!(decode::<Registration>(&invalid_url).is_err());
     }

@@ -33,13 +33,17 @@ pub enum UrlError {
         url: String,
     },
     /// A user name or password in the URL.
-    #[error("`{url}` carries user information (user:password@); remove it, credentials do not belong in a worker URL")]
+    #[error(
+        "`{url}` carries user information (user:password@); remove it, credentials do not belong in a worker URL"
+    )]
     Userinfo {
         /// The input as given.
         url: String,
     },
     /// A query string or fragment.
-    #[error("`{url}` has a query or fragment; a worker URL is a base address, put probe details in health.path")]
+    #[error(
+        "`{url}` has a query or fragment; a worker URL is a base address, put probe details in health.path"
+    )]
     QueryOrFragment {
         /// The input as given.
         url: String,
@@ -170,7 +174,8 @@ impl WorkerId {
     /// Accepts a string that has the shape of an id (16 lower-case hex digits).
     pub fn parse(s: &str) -> Option<WorkerId> {
         let ok = s.len() == WORKER_ID_LEN
-            && s.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b));
+            && s.bytes()
+                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b));
         ok.then(|| WorkerId(s.to_string()))
     }
 
@@ -217,7 +222,10 @@ mod tests {
     fn normalizes_case_port_and_trailing_slash() {
         let cases = [
             ("http://10.0.0.5:8000", "http://10.0.0.5:8000"),
-            ("HTTP://Worker-1.Example.COM:8000/", "http://worker-1.example.com:8000"),
+            (
+                "HTTP://Worker-1.Example.COM:8000/",
+                "http://worker-1.example.com:8000",
+            ),
             ("http://host", "http://host:80"),
             ("https://host/", "https://host:443"),
             ("http://host:80/v1/", "http://host:80/v1"),
@@ -244,24 +252,60 @@ mod tests {
 
     #[test]
     fn rejects_bad_urls_with_the_right_reason() {
-        assert!(matches!(WorkerUrl::parse("not a url"), Err(UrlError::Parse { .. })));
-        assert!(matches!(WorkerUrl::parse("/relative"), Err(UrlError::Parse { .. })));
-        assert!(matches!(WorkerUrl::parse("ftp://host"), Err(UrlError::Scheme { .. })));
-        assert!(matches!(WorkerUrl::parse("file:///etc/passwd"), Err(UrlError::Scheme { .. })));
-        assert!(matches!(WorkerUrl::parse("http://"), Err(UrlError::Parse { .. })));
-        assert!(matches!(WorkerUrl::parse("http://u:p@host"), Err(UrlError::Userinfo { .. })));
-        assert!(matches!(WorkerUrl::parse("http://u@host"), Err(UrlError::Userinfo { .. })));
-        assert!(matches!(WorkerUrl::parse("http://host/?a=1"), Err(UrlError::QueryOrFragment { .. })));
-        assert!(matches!(WorkerUrl::parse("http://host/#x"), Err(UrlError::QueryOrFragment { .. })));
+        assert!(matches!(
+            WorkerUrl::parse("not a url"),
+            Err(UrlError::Parse { .. })
+        ));
+        assert!(matches!(
+            WorkerUrl::parse("/relative"),
+            Err(UrlError::Parse { .. })
+        ));
+        assert!(matches!(
+            WorkerUrl::parse("ftp://host"),
+            Err(UrlError::Scheme { .. })
+        ));
+        assert!(matches!(
+            WorkerUrl::parse("file:///etc/passwd"),
+            Err(UrlError::Scheme { .. })
+        ));
+        assert!(matches!(
+            WorkerUrl::parse("http://"),
+            Err(UrlError::Parse { .. })
+        ));
+        assert!(matches!(
+            WorkerUrl::parse("http://u:p@host"),
+            Err(UrlError::Userinfo { .. })
+        ));
+        assert!(matches!(
+            WorkerUrl::parse("http://u@host"),
+            Err(UrlError::Userinfo { .. })
+        ));
+        assert!(matches!(
+            WorkerUrl::parse("http://host/?a=1"),
+            Err(UrlError::QueryOrFragment { .. })
+        ));
+        assert!(matches!(
+            WorkerUrl::parse("http://host/#x"),
+            Err(UrlError::QueryOrFragment { .. })
+        ));
         let long = format!("http://host/{}", "a".repeat(MAX_URL_LEN));
-        assert!(matches!(WorkerUrl::parse(&long), Err(UrlError::TooLong { .. })));
+        assert!(matches!(
+            WorkerUrl::parse(&long),
+            Err(UrlError::TooLong { .. })
+        ));
     }
 
     #[test]
     fn host_is_extracted_for_names_v4_and_v6() {
         assert_eq!(WorkerUrl::parse("http://a.b:1/x").unwrap().host(), "a.b");
-        assert_eq!(WorkerUrl::parse("http://10.1.2.3").unwrap().host(), "10.1.2.3");
-        assert_eq!(WorkerUrl::parse("http://[fe80::1]:9/").unwrap().host(), "[fe80::1]");
+        assert_eq!(
+            WorkerUrl::parse("http://10.1.2.3").unwrap().host(),
+            "10.1.2.3"
+        );
+        assert_eq!(
+            WorkerUrl::parse("http://[fe80::1]:9/").unwrap().host(),
+            "[fe80::1]"
+        );
     }
 
     #[test]

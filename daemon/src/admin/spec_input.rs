@@ -1,0 +1,370 @@
+//! WorkerSpec as the API accepts it: JSON with unknown fields refused, validated and
+//! converted into the shared [`WorkerSpec`]. PATCH bodies use the same fields, all
+//! optional; `null` resets a field to its default.
+
+use crate::cli::parse_duration;
+use crate::config::{check_interval, check_probe_path, check_threshold, check_timeout};
+use probemesh_gossip::model::{HealthOverrides, WorkerSpec, WorkerType, WorkerUrl};
+use serde::{Deserialize, Deserializer};
+use std::collections::BTreeMap;
+
+/// Most labels a worker may carry.
+pub const MAX_LABELS: usize = 64;
+/// Longest label key.
+pub const MAX_LABEL_KEY: usize = 128;
+/// Longest label value or model id.
+pub const MAX_TEXT: usize = 1024;
+
+/// `POST /v1/workers` body.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SpecInput {
+    /// Required base URL.
+    pub url: String,
+    /// Model served.
+    pub model_id: Option<String>,
+    /// Role.
+    pub worker_type: Option<WorkerType>,
+    /// Labels.
+    pub labels: Option<BTreeMap<String, String>>,
+    /// Priority.
+    pub priority: Option<u32>,
+    /// Cost.
+    pub cost: Option<f32>,
+    /// Bootstrap port.
+    pub bootstrap_port: Option<u16>,
+    /// Health overrides.
+    pub health: Option<HealthInput>,
+}
+
+/// `health` object of a spec.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HealthInput {
+    #[serde(default, deserialize_with = "present")]
+    path: Option<Option<String>>,
+    #[serde(default, deserialize_with = "present")]
+    interval: Option<Option<String>>,
+    #[serde(default, deserialize_with = "present")]
+    timeout: Option<Option<String>>,
+    #[serde(default, deserialize_with = "present")]
+    success_threshold: Option<Option<u32>>,
+    #[serde(default, deserialize_with = "present")]
+    failure_threshold: Option<Option<u32>>,
+    #[serde(default, deserialize_with = "present")]
+    disable: Option<Option<bool>>,
+}
+
+/// `PATCH /v1/workers/{id}` body: every field optional; `null` resets to the default.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PatchInput {
+    /// Must equal the worker's URL if given.
+    pub url: Option<String>,
+    #[serde(default, deserialize_with = "present")]
+    model_id: Option<Option<String>>,
+    #[serde(default, deserialize_with = "present")]
+    worker_type: Option<Option<WorkerType>>,
+    #[serde(default, deserialize_with = "present")]
+    labels: Option<Option<BTreeMap<String, String>>>,
+    #[serde(default, deserialize_with = "present")]
+    priority: Option<Option<u32>>,
+    #[serde(default, deserialize_with = "present")]
+    cost: Option<Option<f32>>,
+    #[serde(default, deserialize_with = "present")]
+    bootstrap_port: Option<Option<u16>>,
+    health: Option<HealthInput>,
+}
+
+/// Distinguishes a field set to `null` (`Some(None)`) from an absent one (`None`).
+fn present<'de, D: Deserializer<'de>, T: Deserialize<'de>>(
+    d: D,
+) -> Result<Option<Option<T>>, D::Error> {
+    Option::<T>::deserialize(d).map(Some)
+}
+
+/// A validation failure: which field, and why.
+#[derive(Debug, PartialEq, Eq)]
+pub struct InvalidSpec {
+    /// `INVALID_URL` or `INVALID_SPEC`.
+    pub code: &'static str,
+    /// The sentence for the client.
+    pub message: String,
+}
+
+fn invalid(field: &str, why: impl std::fmt::Display) -> InvalidSpec {
+    InvalidSpec {
+        code: "INVALID_SPEC",
+        message: format!("{field}: {why}"),
+    }
+}
+
+/// Parses and normalizes a worker URL for the API.
+pub fn parse_url(raw: &str) -> Result<WorkerUrl, InvalidSpec> {
+    WorkerUrl::parse(raw).map_err(|e| InvalidSpec {
+        code: "INVALID_URL",
+        message: format!("url: {e}"),
+    })
+}
+
+impl SpecInput {
+    /// Validates and converts into a spec with every spec-level default filled in.
+    pub fn into_spec(self) -> Result<WorkerSpec, InvalidSpec> {
+        let mut spec = WorkerSpec::new(parse_url(&self.url)?);
+        let patch = PatchInput {
+            url: None,
+            model_id: self.model_id.map(Some),
+            worker_type: self.worker_type.map(Some),
+            labels: self.labels.map(Some),
+            priority: self.priority.map(Some),
+            cost: self.cost.map(Some),
+            bootstrap_port: self.bootstrap_port.map(Some),
+            health: self.health,
+        };
+        patch.apply_fields(&mut spec)?;
+        Ok(spec)
+    }
+}
+
+impl PatchInput {
+    /// The spec after this patch.
+    pub fn apply(self, current: &WorkerSpec) -> Result<WorkerSpec, InvalidSpec> {
+        if let Some(raw) = &self.url
+            && parse_url(raw)? != current.url
+        {
+            return Err(invalid(
+                "url",
+                "a worker's URL cannot change; a different URL is a different worker, register it with POST /v1/workers",
+            ));
+        }
+        let mut spec = current.clone();
+        self.apply_fields(&mut spec)?;
+        Ok(spec)
+    }
+
+    fn apply_fields(self, spec: &mut WorkerSpec) -> Result<(), InvalidSpec> {
+        let defaults = WorkerSpec::new(spec.url.clone());
+        if let Some(v) = self.model_id {
+            if let Some(m) = &v {
+                check_text("model_id", m)?;
+            }
+            spec.model_id = v;
+        }
+        if let Some(v) = self.worker_type {
+            spec.worker_type = v.unwrap_or_default();
+        }
+        if let Some(v) = self.labels {
+            let labels = v.unwrap_or_default();
+            check_labels(&labels)?;
+            spec.labels = labels;
+        }
+        if let Some(v) = self.priority {
+            spec.priority = v.unwrap_or(defaults.priority);
+        }
+        if let Some(v) = self.cost {
+            let cost = v.unwrap_or(defaults.cost);
+            if !cost.is_finite() || cost < 0.0 {
+                return Err(invalid("cost", "must be a finite number >= 0"));
+            }
+            spec.cost = cost;
+        }
+        if let Some(v) = self.bootstrap_port {
+            if v == Some(0) {
+                return Err(invalid("bootstrap_port", "must be between 1 and 65535"));
+            }
+            spec.bootstrap_port = v;
+        }
+        if let Some(h) = self.health {
+            h.apply(&mut spec.health)?;
+        }
+        Ok(())
+    }
+}
+
+impl HealthInput {
+    fn apply(self, o: &mut HealthOverrides) -> Result<(), InvalidSpec> {
+        if let Some(v) = self.path {
+            if let Some(p) = &v {
+                check_probe_path(p).map_err(|e| invalid("health.path", e))?;
+            }
+            o.path = v;
+        }
+        if let Some(v) = self.interval {
+            o.interval_ms = v
+                .map(|s| duration_ms("health.interval", &s, check_interval))
+                .transpose()?;
+        }
+        if let Some(v) = self.timeout {
+            o.timeout_ms = v
+                .map(|s| duration_ms("health.timeout", &s, check_timeout))
+                .transpose()?;
+        }
+        if let Some(v) = self.success_threshold {
+            if let Some(n) = v {
+                check_threshold(n).map_err(|e| invalid("health.success_threshold", e))?;
+            }
+            o.success_threshold = v;
+        }
+        if let Some(v) = self.failure_threshold {
+            if let Some(n) = v {
+                check_threshold(n).map_err(|e| invalid("health.failure_threshold", e))?;
+            }
+            o.failure_threshold = v;
+        }
+        if let Some(v) = self.disable {
+            o.disable = v.unwrap_or(false);
+        }
+        Ok(())
+    }
+}
+
+fn duration_ms(
+    field: &str,
+    raw: &str,
+    check: fn(std::time::Duration) -> Result<(), String>,
+) -> Result<u64, InvalidSpec> {
+    let d = parse_duration(raw).map_err(|e| invalid(field, e))?;
+    check(d).map_err(|e| invalid(field, e))?;
+    if d > std::time::Duration::from_secs(86_400) {
+        return Err(invalid(field, "must be at most 24h"));
+    }
+    Ok(u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
+fn check_text(field: &str, s: &str) -> Result<(), InvalidSpec> {
+    if s.is_empty() || s.len() > MAX_TEXT {
+        return Err(invalid(field, format!("must be 1 to {MAX_TEXT} bytes")));
+    }
+    if s.chars().any(char::is_control) {
+        return Err(invalid(field, "must not contain control characters"));
+    }
+    Ok(())
+}
+
+fn check_labels(labels: &BTreeMap<String, String>) -> Result<(), InvalidSpec> {
+    if labels.len() > MAX_LABELS {
+        return Err(invalid(
+            "labels",
+            format!("at most {MAX_LABELS} labels are allowed"),
+        ));
+    }
+    for (k, v) in labels {
+        if k.is_empty() || k.len() > MAX_LABEL_KEY || k.chars().any(char::is_control) {
+            return Err(invalid(
+                "labels",
+                format!("key `{k}` must be 1 to {MAX_LABEL_KEY} printable bytes"),
+            ));
+        }
+        if v.len() > MAX_TEXT || v.chars().any(char::is_control) {
+            return Err(invalid(
+                "labels",
+                format!("value of `{k}` must be at most {MAX_TEXT} printable bytes"),
+            ));
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spec(json: &str) -> Result<WorkerSpec, InvalidSpec> {
+        serde_json::from_str::<SpecInput>(json).unwrap().into_spec()
+    }
+
+    #[test]
+    fn full_spec_converts_with_durations_in_ms() {
+        let s = spec(r#"{"url":"http://10.0.0.5:8000/","model_id":"llama","worker_type":"decode","labels":{"a":"b"},"priority":7,"cost":2.5,"bootstrap_port":9000,"health":{"path":"/v1/models","interval":"500ms","timeout":"2s","success_threshold":1,"failure_threshold":4,"disable":false}}"#).unwrap();
+        assert_eq!(s.url.as_str(), "http://10.0.0.5:8000");
+        assert_eq!(s.worker_type, WorkerType::Decode);
+        assert_eq!(s.health.interval_ms, Some(500));
+        assert_eq!(s.health.timeout_ms, Some(2000));
+        assert_eq!(s.health.failure_threshold, Some(4));
+        assert_eq!(s.bootstrap_port, Some(9000));
+    }
+
+    #[test]
+    fn only_url_is_required_and_defaults_follow_smg() {
+        let s = spec(r#"{"url":"http://h:1"}"#).unwrap();
+        assert_eq!(
+            (s.priority, s.cost, s.worker_type),
+            (50, 1.0, WorkerType::Regular)
+        );
+        assert!(serde_json::from_str::<SpecInput>(r#"{"model_id":"x"}"#).is_err());
+    }
+
+    #[test]
+    fn unknown_fields_are_refused_at_every_level() {
+        assert!(
+            serde_json::from_str::<SpecInput>(r#"{"url":"http://h:1","colour":"red"}"#).is_err()
+        );
+        assert!(
+            serde_json::from_str::<SpecInput>(
+                r#"{"url":"http://h:1","health":{"intervall":"1s"}}"#
+            )
+            .is_err()
+        );
+        assert!(serde_json::from_str::<PatchInput>(r#"{"status":"ready"}"#).is_err());
+    }
+
+    #[test]
+    fn invalid_values_name_their_field() {
+        for (json, field) in [
+            (r#"{"url":"ftp://h"}"#, "url"),
+            (r#"{"url":"http://h","cost":-1}"#, "cost"),
+            (r#"{"url":"http://h","bootstrap_port":0}"#, "bootstrap_port"),
+            (r#"{"url":"http://h","model_id":""}"#, "model_id"),
+            (
+                r#"{"url":"http://h","health":{"path":"health"}}"#,
+                "health.path",
+            ),
+            (
+                r#"{"url":"http://h","health":{"interval":"1ms"}}"#,
+                "health.interval",
+            ),
+            (
+                r#"{"url":"http://h","health":{"interval":"soon"}}"#,
+                "health.interval",
+            ),
+            (
+                r#"{"url":"http://h","health":{"success_threshold":0}}"#,
+                "health.success_threshold",
+            ),
+            (r#"{"url":"http://h","labels":{"":"x"}}"#, "labels"),
+        ] {
+            let err = spec(json).unwrap_err();
+            assert!(err.message.starts_with(field), "{json}: {}", err.message);
+        }
+        assert_eq!(
+            spec(r#"{"url":"http://u:p@h"}"#).unwrap_err().code,
+            "INVALID_URL"
+        );
+    }
+
+    #[test]
+    fn patch_changes_only_what_it_names_and_null_resets() {
+        let base = spec(r#"{"url":"http://h:1","model_id":"m","priority":9,"labels":{"a":"1"},"health":{"interval":"1s","path":"/x"}}"#).unwrap();
+        let p: PatchInput = serde_json::from_str(
+            r#"{"priority":null,"labels":{"b":"2"},"health":{"interval":null}}"#,
+        )
+        .unwrap();
+        let s = p.apply(&base).unwrap();
+        assert_eq!(s.priority, 50);
+        assert_eq!(s.model_id.as_deref(), Some("m"));
+        assert_eq!(s.labels.get("b").map(String::as_str), Some("2"));
+        assert!(!s.labels.contains_key("a"));
+        assert_eq!(s.health.interval_ms, None);
+        assert_eq!(s.health.path.as_deref(), Some("/x"));
+        let other_url: PatchInput = serde_json::from_str(r#"{"url":"http://other:1"}"#).unwrap();
+        assert!(
+            other_url
+                .apply(&base)
+                .unwrap_err()
+                .message
+                .contains("different worker")
+        );
+        let same_url: PatchInput = serde_json::from_str(r#"{"url":"http://H:1/"}"#).unwrap();
+        assert_eq!(same_url.apply(&base).unwrap(), base);
+    }
+}

@@ -1,0 +1,193 @@
+//! Start-up and run: validate (done by `config`), open the data directory, bind the
+//! admin port, spawn the probe engine and background tasks, serve until shutdown, then
+//! drain and flush.
+
+use crate::admin::{self, AdminState};
+use crate::config::AgentConfig;
+use crate::declarative::Reasserter;
+use crate::metrics::Metrics;
+use crate::node::{Node, NodeSettings};
+use crate::probe::{self, check::Checker};
+use crate::readiness::Readiness;
+use crate::store::Store;
+use anyhow::Context;
+use probemesh_gossip::model::WorkerSpec;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+/// A built agent: state loaded, admin port bound, nothing running yet.
+pub struct App {
+    config: AgentConfig,
+    node: Arc<Node>,
+    probe_rx: tokio::sync::mpsc::UnboundedReceiver<probe::Command>,
+    listener: TcpListener,
+    readiness: Readiness,
+    latches: Vec<crate::readiness::Latch>,
+}
+
+impl App {
+    /// Opens the data directory and binds the admin address.
+    pub async fn build(config: AgentConfig) -> anyhow::Result<App> {
+        let (readiness, latches) = Readiness::new(&["state", "admin"]);
+        let dir = config.data_dir.clone();
+        let (store, report) = tokio::task::spawn_blocking(move || Store::open(&dir))
+            .await
+            .context("opening the data directory")??;
+        tracing::info!(
+            data_dir = %config.data_dir.display(),
+            registrations = store.state().registrations.len(),
+            tombstones = store.state().tombstones.len(),
+            replayed = report.replayed,
+            truncated_bytes = report.truncated_bytes,
+            "state loaded"
+        );
+        if report.truncated_bytes > 0 {
+            tracing::warn!(
+                bytes = report.truncated_bytes,
+                "cut a torn record off the end of the log (a crash during a write that was never acknowledged)"
+            );
+        }
+        let metrics = Arc::new(Metrics::new());
+        let (probe_tx, probe_rx) = tokio::sync::mpsc::unbounded_channel();
+        let settings = NodeSettings {
+            node_id: config.node_id.clone(),
+            probe: config.probe.clone(),
+            remove_failed: config.remove_failed,
+            tombstone_ttl: config.tombstone_ttl,
+        };
+        let node = Arc::new(Node::new(settings, store, metrics, probe_tx));
+        latches[0].release();
+        let listener = TcpListener::bind(config.admin_listen).await.with_context(|| {
+            format!(
+                "cannot listen on the admin address {}; is another agent running? Choose another --admin-listen",
+                config.admin_listen
+            )
+        })?;
+        Ok(App {
+            config,
+            node,
+            probe_rx,
+            listener,
+            readiness,
+            latches,
+        })
+    }
+
+    /// The bound admin address.
+    pub fn admin_addr(&self) -> std::io::Result<SocketAddr> {
+        self.listener.local_addr()
+    }
+
+    /// Runs until `shutdown` is cancelled, then stops every task in order.
+    pub async fn run(self, shutdown: CancellationToken) -> anyhow::Result<()> {
+        let App {
+            config,
+            node,
+            probe_rx,
+            listener,
+            readiness,
+            latches,
+        } = self;
+        let checker = Checker::new().context("building the probe HTTP client")?;
+        let engine = tokio::spawn(probe::run(
+            Arc::clone(&node),
+            probe_rx,
+            checker,
+            probe::DEFAULT_CONCURRENCY,
+            shutdown.child_token(),
+        ));
+        node.schedule_all();
+
+        // Declarative workers are re-asserted at start, even if they were deleted before.
+        for url in &config.workers {
+            if node.registry().get(&url.id()).is_none() {
+                match node.register(WorkerSpec::new(url.clone())).await {
+                    Ok(_) => {}
+                    Err(e) => {
+                        tracing::error!(worker = %url, error = %e, "could not register declarative worker")
+                    }
+                }
+            }
+        }
+        let background = spawn_background(&node, &config, shutdown.child_token());
+
+        let state = Arc::new(AdminState {
+            node: Arc::clone(&node),
+            token: config.admin_token.clone(),
+            readiness,
+        });
+        let addr = listener.local_addr().context("reading the admin address")?;
+        tracing::info!(node_id = %config.node_id, admin = %addr, token = config.admin_token.is_some(), "admin API listening");
+        latches[1].release();
+        let stop = shutdown.clone();
+        axum::serve(listener, admin::router(state))
+            .with_graceful_shutdown(async move { stop.cancelled().await })
+            .await
+            .context("admin API server failed")?;
+
+        shutdown.cancel();
+        let _ = engine.await;
+        for task in background {
+            let _ = task.await;
+        }
+        let n = Arc::clone(&node);
+        match tokio::task::spawn_blocking(move || n.compact()).await {
+            Ok(Ok(())) => tracing::info!("state flushed; bye"),
+            Ok(Err(e)) => {
+                tracing::warn!(error = %e, "could not write a final snapshot (the log still has everything)")
+            }
+            Err(e) => tracing::warn!(error = %e, "final snapshot task failed"),
+        }
+        Ok(())
+    }
+}
+
+fn spawn_background(
+    node: &Arc<Node>,
+    config: &AgentConfig,
+    shutdown: CancellationToken,
+) -> Vec<tokio::task::JoinHandle<()>> {
+    let mut tasks = Vec::new();
+    // Tombstone expiry: often enough that a short TTL is honoured within a few seconds.
+    let gc_every =
+        (config.tombstone_ttl / 4).clamp(Duration::from_secs(1), Duration::from_secs(60));
+    let (n, stop) = (Arc::clone(node), shutdown.clone());
+    tasks.push(tokio::spawn(async move {
+        let mut tick = tokio::time::interval(gc_every);
+        loop {
+            tokio::select! {
+                () = stop.cancelled() => break,
+                _ = tick.tick() => match n.expire_tombstones().await {
+                    Ok(0) => {}
+                    Ok(k) => tracing::info!(expired = k, "forgot expired tombstones"),
+                    Err(e) => tracing::warn!(error = %e, "could not expire tombstones; will try again"),
+                },
+            }
+        }
+    }));
+    if !config.workers.is_empty() {
+        let mut reasserter = Reasserter::new(&config.workers);
+        let (n, stop) = (Arc::clone(node), shutdown);
+        tasks.push(tokio::spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_secs(1));
+            loop {
+                tokio::select! {
+                    () = stop.cancelled() => break,
+                    _ = tick.tick() => {
+                        let due = reasserter.due(tokio::time::Instant::now(), |id| n.registry().get(id).map(|e| e.status));
+                        for url in due {
+                            tracing::info!(worker = %url, "re-registering declarative worker after eviction");
+                            if let Err(e) = n.register(WorkerSpec::new(url.clone())).await {
+                                tracing::warn!(worker = %url, error = %e, "could not re-register declarative worker");
+                            }
+                        }
+                    }
+                }
+            }
+        }));
+    }
+    tasks
+}

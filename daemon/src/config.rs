@@ -1,0 +1,663 @@
+//! The agent's configuration: flags, `PROBEMESH_*` environment and the TOML file,
+//! merged with precedence flag > env > file > default and validated before anything is
+//! bound or opened. Every problem is reported at once, each naming its key and source.
+
+use crate::cli::{AgentArgs, parse_duration};
+use probemesh_gossip::model::WorkerUrl;
+use serde::Deserialize;
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+use std::time::Duration;
+
+/// Prefix of every environment variable the agent reads.
+pub const ENV_PREFIX: &str = "PROBEMESH_";
+
+/// Fully resolved agent settings.
+#[derive(Clone, Debug)]
+pub struct AgentConfig {
+    /// Unique name of this node.
+    pub node_id: String,
+    /// Admin API address.
+    pub admin_listen: SocketAddr,
+    /// Bearer token for mutating admin requests.
+    pub admin_token: Option<String>,
+    /// Durable state directory.
+    pub data_dir: PathBuf,
+    /// Defaults for workers that do not override their health settings.
+    pub probe: ProbeDefaults,
+    /// Whether failed workers are evicted (SPEC S6 b).
+    pub remove_failed: bool,
+    /// How long tombstones are kept.
+    pub tombstone_ttl: Duration,
+    /// Declarative registrations owned by this node.
+    pub workers: Vec<WorkerUrl>,
+    /// Log output format.
+    pub log_format: LogFormat,
+}
+
+/// Node-wide probe defaults (`--probe-*`, `--*-threshold`).
+#[derive(Clone, Debug, PartialEq)]
+pub struct ProbeDefaults {
+    /// Time between probes.
+    pub interval: Duration,
+    /// Probe timeout.
+    pub timeout: Duration,
+    /// Probe path.
+    pub path: String,
+    /// Consecutive successes to become ready.
+    pub success_threshold: u32,
+    /// Consecutive failures to leave ready.
+    pub failure_threshold: u32,
+}
+
+impl Default for ProbeDefaults {
+    fn default() -> Self {
+        ProbeDefaults {
+            interval: Duration::from_secs(5),
+            timeout: Duration::from_secs(2),
+            path: "/health".into(),
+            success_threshold: 2,
+            failure_threshold: 3,
+        }
+    }
+}
+
+/// Log output format.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+impl FromStr for LogFormat {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "text" => Ok(LogFormat::Text),
+            "json" => Ok(LogFormat::Json),
+            other => Err(format!("`{other}` is not a log format; use text or json")),
+        }
+    }
+}
+
+/// Bounds on settings that would make the agent useless or dangerous.
+pub mod limits {
+    use std::time::Duration;
+    /// Shortest probe interval.
+    pub const MIN_PROBE_INTERVAL: Duration = Duration::from_millis(10);
+    /// Shortest probe timeout.
+    pub const MIN_PROBE_TIMEOUT: Duration = Duration::from_millis(1);
+    /// Largest success or failure threshold.
+    pub const MAX_THRESHOLD: u32 = 1000;
+    /// Longest probe path.
+    pub const MAX_PATH_LEN: usize = 1024;
+    /// Longest node id.
+    pub const MAX_NODE_ID_LEN: usize = 128;
+}
+
+/// The TOML file: the same keys as the flags, in snake_case. Unknown keys are errors.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileConfig {
+    node_id: Option<String>,
+    admin_listen: Option<String>,
+    admin_token: Option<String>,
+    data_dir: Option<PathBuf>,
+    probe_interval: Option<String>,
+    probe_timeout: Option<String>,
+    probe_path: Option<String>,
+    success_threshold: Option<u32>,
+    failure_threshold: Option<u32>,
+    remove_failed: Option<bool>,
+    tombstone_ttl: Option<String>,
+    worker: Option<Vec<String>>,
+    log_format: Option<String>,
+}
+
+/// Where a value came from, for error messages.
+#[derive(Clone, Copy, Debug)]
+enum Source {
+    Flag,
+    Env,
+    File,
+    Default,
+}
+
+/// One configuration problem.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigProblem(String);
+
+impl fmt::Display for ConfigProblem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// Every problem found in the configuration.
+#[derive(Debug, thiserror::Error)]
+#[error("invalid configuration:\n{}", .0.iter().map(|p| format!("  - {p}")).collect::<Vec<_>>().join("\n"))]
+pub struct ConfigError(pub Vec<ConfigProblem>);
+
+fn describe(key: &str, source: Source) -> String {
+    let env = format!("{ENV_PREFIX}{}", key.to_uppercase());
+    match source {
+        Source::Flag => format!("flag --{}", key.replace('_', "-")),
+        Source::Env => format!("environment variable {env}"),
+        Source::File => format!("config file key `{key}`"),
+        Source::Default => format!("default of `{key}`"),
+    }
+}
+
+/// Collects problems while resolving; keeps going so all are reported together.
+struct Resolver<'a> {
+    env: &'a dyn Fn(&str) -> Option<String>,
+    problems: Vec<ConfigProblem>,
+}
+
+impl Resolver<'_> {
+    fn problem(&mut self, key: &str, source: Source, msg: impl fmt::Display) {
+        self.problems
+            .push(ConfigProblem(format!("{}: {msg}", describe(key, source))));
+    }
+
+    fn env_raw(&self, key: &str) -> Option<String> {
+        (self.env)(&format!("{ENV_PREFIX}{}", key.to_uppercase()))
+    }
+
+    /// Picks flag > env > file > default. `parse` turns env text into a value; the
+    /// file value arrives already converted by `from_file`.
+    fn pick<T, F>(
+        &mut self,
+        key: &str,
+        flag: Option<T>,
+        file: Option<F>,
+        parse: impl Fn(&str) -> Result<T, String>,
+        from_file: impl Fn(F) -> Result<T, String>,
+    ) -> Option<(T, Source)> {
+        if let Some(v) = flag {
+            return Some((v, Source::Flag));
+        }
+        if let Some(raw) = self.env_raw(key) {
+            return match parse(&raw) {
+                Ok(v) => Some((v, Source::Env)),
+                Err(e) => {
+                    self.problem(key, Source::Env, e);
+                    None
+                }
+            };
+        }
+        if let Some(raw) = file {
+            return match from_file(raw) {
+                Ok(v) => Some((v, Source::File)),
+                Err(e) => {
+                    self.problem(key, Source::File, e);
+                    None
+                }
+            };
+        }
+        None
+    }
+
+    /// Like `pick` for values whose file form equals their typed form.
+    fn pick_same<T: FromStr>(
+        &mut self,
+        key: &str,
+        flag: Option<T>,
+        file: Option<T>,
+    ) -> Option<(T, Source)>
+    where
+        T::Err: fmt::Display,
+    {
+        self.pick(
+            key,
+            flag,
+            file,
+            |s| s.trim().parse::<T>().map_err(|e| format!("`{s}`: {e}")),
+            Ok,
+        )
+    }
+
+    fn pick_duration(
+        &mut self,
+        key: &str,
+        flag: Option<Duration>,
+        file: Option<String>,
+    ) -> Option<(Duration, Source)> {
+        self.pick(key, flag, file, parse_duration, |s| parse_duration(&s))
+    }
+}
+
+/// Loads and validates the configuration. `env` looks up environment variables (tests
+/// pass a map; `main` passes `std::env::var`).
+pub fn load(
+    args: &AgentArgs,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<AgentConfig, ConfigError> {
+    let mut r = Resolver {
+        env,
+        problems: Vec::new(),
+    };
+    let config_path = args
+        .config
+        .clone()
+        .or_else(|| env(&format!("{ENV_PREFIX}CONFIG")).map(PathBuf::from));
+    let file = match config_path {
+        Some(path) => match read_file(&path) {
+            Ok(f) => f,
+            Err(e) => return Err(ConfigError(vec![ConfigProblem(e)])),
+        },
+        None => FileConfig::default(),
+    };
+    let d = ProbeDefaults::default();
+
+    let node_id = r
+        .pick(
+            "node_id",
+            args.node_id.clone(),
+            file.node_id,
+            |s| Ok(s.to_string()),
+            Ok,
+        )
+        .map(|(v, s)| (v.trim().to_string(), s));
+    let node_id = match node_id {
+        Some((id, src)) => {
+            if let Err(e) = validate_node_id(&id) {
+                r.problem("node_id", src, e);
+            }
+            id
+        }
+        None => default_node_id(),
+    };
+
+    let admin_listen = r
+        .pick(
+            "admin_listen",
+            args.admin_listen.clone(),
+            file.admin_listen,
+            |s| Ok(s.to_string()),
+            Ok,
+        )
+        .unwrap_or(("127.0.0.1:7801".into(), Source::Default));
+    let admin_listen = match admin_listen.0.trim().parse::<SocketAddr>() {
+        Ok(a) => Some(a),
+        Err(_) => {
+            r.problem(
+                "admin_listen",
+                admin_listen.1,
+                format!(
+                    "`{}` is not an address; write it like 127.0.0.1:7801",
+                    admin_listen.0
+                ),
+            );
+            None
+        }
+    };
+    let admin_token = r
+        .pick(
+            "admin_token",
+            args.admin_token.clone(),
+            file.admin_token,
+            |s| Ok(s.to_string()),
+            Ok,
+        )
+        .map(|(t, _)| t)
+        .filter(|t| !t.is_empty());
+    if let Some(addr) = admin_listen
+        && !addr.ip().is_loopback()
+        && admin_token.is_none()
+    {
+        r.problems.push(ConfigProblem(format!(
+            "admin_listen: {addr} is not a loopback address and no admin_token is set; anyone who can reach it could change the worker set. Set --admin-token (or PROBEMESH_ADMIN_TOKEN), or listen on 127.0.0.1"
+        )));
+    }
+
+    let data_dir = r
+        .pick(
+            "data_dir",
+            args.data_dir.clone(),
+            file.data_dir,
+            |s| Ok(PathBuf::from(s)),
+            Ok,
+        )
+        .map_or_else(|| PathBuf::from("./probemesh-data"), |(p, _)| p);
+
+    let interval = r.pick_duration("probe_interval", args.probe_interval, file.probe_interval);
+    let timeout = r.pick_duration("probe_timeout", args.probe_timeout, file.probe_timeout);
+    let path = r.pick(
+        "probe_path",
+        args.probe_path.clone(),
+        file.probe_path,
+        |s| Ok(s.to_string()),
+        Ok,
+    );
+    let success = r.pick_same(
+        "success_threshold",
+        args.success_threshold,
+        file.success_threshold,
+    );
+    let failure = r.pick_same(
+        "failure_threshold",
+        args.failure_threshold,
+        file.failure_threshold,
+    );
+    let mut probe = d.clone();
+    if let Some((v, src)) = interval {
+        match check_interval(v) {
+            Ok(()) => probe.interval = v,
+            Err(e) => r.problem("probe_interval", src, e),
+        }
+    }
+    if let Some((v, src)) = timeout {
+        match check_timeout(v) {
+            Ok(()) => probe.timeout = v,
+            Err(e) => r.problem("probe_timeout", src, e),
+        }
+    }
+    if let Some((v, src)) = path {
+        match check_probe_path(&v) {
+            Ok(()) => probe.path = v,
+            Err(e) => r.problem("probe_path", src, e),
+        }
+    }
+    for (key, picked, slot) in [
+        ("success_threshold", success, &mut probe.success_threshold),
+        ("failure_threshold", failure, &mut probe.failure_threshold),
+    ] {
+        if let Some((v, src)) = picked {
+            match check_threshold(v) {
+                Ok(()) => *slot = v,
+                Err(e) => r.problem(key, src, e),
+            }
+        }
+    }
+
+    let remove_failed = r
+        .pick_same("remove_failed", args.remove_failed, file.remove_failed)
+        .is_none_or(|(v, _)| v);
+    let tombstone_ttl =
+        match r.pick_duration("tombstone_ttl", args.tombstone_ttl, file.tombstone_ttl) {
+            Some((v, _)) if v >= Duration::from_secs(1) => v,
+            Some((_, src)) => {
+                r.problem(
+                    "tombstone_ttl",
+                    src,
+                    "must be at least 1s; a shorter TTL lets deleted workers come back",
+                );
+                Duration::from_secs(86_400)
+            }
+            None => Duration::from_secs(86_400),
+        };
+
+    let worker_flag = (!args.workers.is_empty()).then(|| args.workers.clone());
+    let workers_raw = r.pick(
+        "worker",
+        worker_flag,
+        file.worker,
+        |s| {
+            Ok(s.split(',')
+                .map(|p| p.trim().to_string())
+                .filter(|p| !p.is_empty())
+                .collect())
+        },
+        Ok,
+    );
+    let mut workers = Vec::new();
+    if let Some((list, src)) = workers_raw {
+        for raw in list {
+            match WorkerUrl::parse(&raw) {
+                Ok(u) if !workers.contains(&u) => workers.push(u),
+                Ok(_) => {}
+                Err(e) => r.problem("worker", src, e),
+            }
+        }
+    }
+
+    let log_format = r
+        .pick(
+            "log_format",
+            args.log_format,
+            file.log_format,
+            |s| s.trim().parse(),
+            |s| s.parse(),
+        )
+        .map_or(LogFormat::Text, |(v, _)| v);
+
+    let (Some(admin_listen), true) = (admin_listen, r.problems.is_empty()) else {
+        return Err(ConfigError(r.problems));
+    };
+    Ok(AgentConfig {
+        node_id,
+        admin_listen,
+        admin_token,
+        data_dir,
+        probe,
+        remove_failed,
+        tombstone_ttl,
+        workers,
+        log_format,
+    })
+}
+
+fn read_file(path: &Path) -> Result<FileConfig, String> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| format!("cannot read config file {}: {e}", path.display()))?;
+    toml::from_str(&text).map_err(|e| format!("config file {}: {e}", path.display()))
+}
+
+fn default_node_id() -> String {
+    hostname::get()
+        .ok()
+        .and_then(|h| h.into_string().ok())
+        .filter(|h| validate_node_id(h).is_ok())
+        .unwrap_or_else(|| "probemesh".into())
+}
+
+/// Node ids appear in URLs, metrics labels and logs: printable, no spaces.
+pub fn validate_node_id(id: &str) -> Result<(), String> {
+    if id.is_empty() {
+        return Err("must not be empty".into());
+    }
+    if id.len() > limits::MAX_NODE_ID_LEN {
+        return Err(format!(
+            "is {} bytes; at most {} are allowed",
+            id.len(),
+            limits::MAX_NODE_ID_LEN
+        ));
+    }
+    if !id
+        .chars()
+        .all(|c| c.is_ascii_alphanumeric() || "-_.:".contains(c))
+    {
+        return Err(format!(
+            "`{id}` may only contain letters, digits, '-', '_', '.' and ':'"
+        ));
+    }
+    Ok(())
+}
+
+/// Probe intervals below the minimum would turn the agent into a load generator.
+pub fn check_interval(d: Duration) -> Result<(), String> {
+    if d < limits::MIN_PROBE_INTERVAL {
+        return Err(format!(
+            "{} is too short; the minimum is 10ms",
+            humantime::format_duration(d)
+        ));
+    }
+    Ok(())
+}
+
+/// Probe timeouts must be positive.
+pub fn check_timeout(d: Duration) -> Result<(), String> {
+    if d < limits::MIN_PROBE_TIMEOUT {
+        return Err("must be at least 1ms".into());
+    }
+    Ok(())
+}
+
+/// Thresholds between 1 and [`limits::MAX_THRESHOLD`].
+pub fn check_threshold(v: u32) -> Result<(), String> {
+    if v == 0 || v > limits::MAX_THRESHOLD {
+        return Err(format!(
+            "{v} is out of range; use 1 to {}",
+            limits::MAX_THRESHOLD
+        ));
+    }
+    Ok(())
+}
+
+/// A probe path is an absolute path (query allowed), printable, bounded.
+pub fn check_probe_path(p: &str) -> Result<(), String> {
+    if !p.starts_with('/') {
+        return Err(format!("`{p}` must start with '/'"));
+    }
+    if p.len() > limits::MAX_PATH_LEN {
+        return Err(format!("is longer than {} bytes", limits::MAX_PATH_LEN));
+    }
+    if p.chars()
+        .any(|c| c.is_whitespace() || c.is_control() || c == '#')
+    {
+        return Err(format!(
+            "`{p}` contains whitespace, control characters or '#'"
+        ));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+    use std::io::Write;
+
+    fn env_of(pairs: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> {
+        let map: HashMap<String, String> = pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        move |k: &str| map.get(k).cloned()
+    }
+
+    fn file_with(text: &str) -> tempfile::NamedTempFile {
+        let mut f = tempfile::NamedTempFile::new().unwrap();
+        f.write_all(text.as_bytes()).unwrap();
+        f
+    }
+
+    #[test]
+    fn defaults_need_no_configuration() {
+        let c = load(&AgentArgs::default(), &env_of(&[])).unwrap();
+        assert_eq!(c.admin_listen, "127.0.0.1:7801".parse().unwrap());
+        assert_eq!(c.probe, ProbeDefaults::default());
+        assert!(c.remove_failed);
+        assert_eq!(c.tombstone_ttl, Duration::from_secs(86_400));
+        assert_eq!(c.data_dir, PathBuf::from("./probemesh-data"));
+        assert_eq!(c.log_format, LogFormat::Text);
+        assert!(!c.node_id.is_empty());
+    }
+
+    #[test]
+    fn precedence_is_flag_then_env_then_file_then_default() {
+        let f = file_with(
+            "probe_interval = \"7s\"\nprobe_timeout = \"3s\"\nprobe_path = \"/file\"\nsuccess_threshold = 4\n",
+        );
+        let args = AgentArgs {
+            config: Some(f.path().to_path_buf()),
+            probe_interval: Some(Duration::from_secs(1)),
+            ..Default::default()
+        };
+        let env = env_of(&[
+            ("PROBEMESH_PROBE_INTERVAL", "9s"),
+            ("PROBEMESH_PROBE_TIMEOUT", "500ms"),
+        ]);
+        let c = load(&args, &env).unwrap();
+        assert_eq!(c.probe.interval, Duration::from_secs(1), "flag wins");
+        assert_eq!(
+            c.probe.timeout,
+            Duration::from_millis(500),
+            "env beats file"
+        );
+        assert_eq!(c.probe.path, "/file", "file beats default");
+        assert_eq!(c.probe.success_threshold, 4);
+        assert_eq!(c.probe.failure_threshold, 3, "default");
+    }
+
+    #[test]
+    fn every_problem_is_reported_with_its_key_and_source() {
+        let f = file_with("failure_threshold = 0\nprobe_path = \"health\"\n");
+        let args = AgentArgs {
+            config: Some(f.path().to_path_buf()),
+            admin_listen: Some("nonsense".into()),
+            ..Default::default()
+        };
+        let env = env_of(&[
+            ("PROBEMESH_PROBE_INTERVAL", "fast"),
+            ("PROBEMESH_WORKER", "ftp://x,http://ok:1"),
+        ]);
+        let msg = load(&args, &env).unwrap_err().to_string();
+        for needle in [
+            "environment variable PROBEMESH_PROBE_INTERVAL",
+            "config file key `failure_threshold`",
+            "config file key `probe_path`",
+            "flag --admin-listen",
+            "environment variable PROBEMESH_WORKER",
+        ] {
+            assert!(msg.contains(needle), "missing {needle} in:\n{msg}");
+        }
+    }
+
+    #[test]
+    fn unknown_file_keys_are_refused_by_name() {
+        let f = file_with("probe_intervall = \"5s\"\n");
+        let args = AgentArgs {
+            config: Some(f.path().to_path_buf()),
+            ..Default::default()
+        };
+        let msg = load(&args, &env_of(&[])).unwrap_err().to_string();
+        assert!(msg.contains("probe_intervall"), "{msg}");
+    }
+
+    #[test]
+    fn non_loopback_admin_needs_a_token() {
+        let args = AgentArgs {
+            admin_listen: Some("0.0.0.0:7801".into()),
+            ..Default::default()
+        };
+        let msg = load(&args, &env_of(&[])).unwrap_err().to_string();
+        assert!(msg.contains("admin_token"), "{msg}");
+        let c = load(&args, &env_of(&[("PROBEMESH_ADMIN_TOKEN", "s3cret")])).unwrap();
+        assert_eq!(c.admin_token.as_deref(), Some("s3cret"));
+    }
+
+    #[test]
+    fn workers_come_from_flags_env_or_file_and_are_normalized() {
+        let env = env_of(&[("PROBEMESH_WORKER", "http://A:1/, http://b:2")]);
+        let c = load(&AgentArgs::default(), &env).unwrap();
+        let urls: Vec<&str> = c.workers.iter().map(|w| w.as_str()).collect();
+        assert_eq!(urls, vec!["http://a:1", "http://b:2"]);
+        let f = file_with(
+            "worker = [\"http://c:3\", \"http://c:3/\"]\nremove_failed = false\nlog_format = \"json\"\n",
+        );
+        let args = AgentArgs {
+            config: Some(f.path().to_path_buf()),
+            ..Default::default()
+        };
+        let c = load(&args, &env_of(&[])).unwrap();
+        assert_eq!(c.workers.len(), 1);
+        assert!(!c.remove_failed);
+        assert_eq!(c.log_format, LogFormat::Json);
+    }
+
+    #[test]
+    fn missing_config_file_is_a_clear_error() {
+        let args = AgentArgs {
+            config: Some("/nonexistent/probemesh.toml".into()),
+            ..Default::default()
+        };
+        let msg = load(&args, &env_of(&[])).unwrap_err().to_string();
+        assert!(msg.contains("/nonexistent/probemesh.toml"), "{msg}");
+    }
+}

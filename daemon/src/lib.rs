@@ -1,0 +1,24 @@
+//! The probemesh daemon as a library, so that integration tests and simulations can
+//! build nodes in one process. The binary (`main.rs`) only parses and dispatches.
+//!
+//! A request's path through the code: `admin/` (HTTP) → `node` (operations, under one
+//! gate) → `store/` (durable) and `registry` (local view) → `probe/` (engine and checks)
+//! → `lifecycle/` (pure rules).
+
+pub mod admin;
+pub mod app;
+pub mod cli;
+pub mod client;
+pub mod config;
+pub mod declarative;
+pub mod health_settings;
+pub mod lifecycle;
+pub mod logging;
+pub mod metrics;
+pub mod node;
+pub mod probe;
+pub mod readiness;
+pub mod registry;
+pub mod shutdown;
+pub mod store;
+pub mod version;

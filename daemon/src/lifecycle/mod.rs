@@ -1,0 +1,11 @@
+//! The rule engine: pure functions that decide what happens to a worker on a node.
+//!
+//! Nothing here does I/O, reads a clock or draws random numbers; callers pass those
+//! in. That keeps every rule testable in a table and usable by in-process simulations.
+//!
+//! - [`state_machine`]: one probe outcome in, the next status out (SPEC S3).
+//! - [`eviction`]: when a failed worker is tombstoned, and when a local failure is
+//!   retried (SPEC S6, S6b, S7).
+
+pub mod eviction;
+pub mod state_machine;

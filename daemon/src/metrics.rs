@@ -1,0 +1,242 @@
+//! Prometheus metrics of the agent (served at `GET /metrics`).
+//!
+//! Counters are updated where things happen; the per-status worker gauge is computed
+//! from the local view at scrape time, so it can never drift from the view.
+
+use crate::registry::View;
+use probemesh_gossip::model::Status;
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::registry::Registry;
+use std::time::Duration;
+
+/// Content type of the exposition format produced by [`Metrics::render`].
+pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct StatusLabels {
+    status: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct TransitionLabels {
+    from: &'static str,
+    to: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ResultLabels {
+    result: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ReasonLabels {
+    reason: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct BuildLabels {
+    version: &'static str,
+    revision: &'static str,
+}
+
+/// Every metric the agent exports.
+#[derive(Debug)]
+pub struct Metrics {
+    registry: Registry,
+    workers: Family<StatusLabels, Gauge>,
+    view_index: Gauge,
+    transitions: Family<TransitionLabels, Counter>,
+    probes: Family<ResultLabels, Counter>,
+    probe_duration: Histogram,
+    probes_in_flight: Gauge,
+    evictions: Family<ReasonLabels, Counter>,
+    tombstones_expired: Counter,
+    store_commits: Counter,
+    store_errors: Counter,
+    store_commit_duration: Histogram,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    /// Creates and registers every metric.
+    pub fn new() -> Metrics {
+        let mut registry = Registry::with_prefix("probemesh");
+        let m = Metrics {
+            workers: Family::default(),
+            view_index: Gauge::default(),
+            transitions: Family::default(),
+            probes: Family::default(),
+            probe_duration: Histogram::new([
+                0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+            ]),
+            probes_in_flight: Gauge::default(),
+            evictions: Family::default(),
+            tombstones_expired: Counter::default(),
+            store_commits: Counter::default(),
+            store_errors: Counter::default(),
+            store_commit_duration: Histogram::new([
+                0.0001, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.5,
+            ]),
+            registry: Registry::default(),
+        };
+        registry.register(
+            "workers",
+            "Workers in the local view, by this node's status",
+            m.workers.clone(),
+        );
+        registry.register(
+            "view_index",
+            "Change index of the local view",
+            m.view_index.clone(),
+        );
+        registry.register(
+            "status_transitions",
+            "Local status changes of workers, by from and to status",
+            m.transitions.clone(),
+        );
+        registry.register("probes", "Health probes made, by result", m.probes.clone());
+        registry.register(
+            "probe_duration_seconds",
+            "Latency of health probes, successful or not",
+            m.probe_duration.clone(),
+        );
+        registry.register(
+            "probes_in_flight",
+            "Health probes currently running",
+            m.probes_in_flight.clone(),
+        );
+        registry.register(
+            "evictions",
+            "Worker generations tombstoned by this node, by reason",
+            m.evictions.clone(),
+        );
+        registry.register(
+            "tombstones_expired",
+            "Tombstones forgotten after --tombstone-ttl",
+            m.tombstones_expired.clone(),
+        );
+        registry.register(
+            "store_commits",
+            "Mutations made durable in the data directory",
+            m.store_commits.clone(),
+        );
+        registry.register(
+            "store_errors",
+            "Mutations that failed to become durable",
+            m.store_errors.clone(),
+        );
+        registry.register(
+            "store_commit_duration_seconds",
+            "Time to append and fsync one mutation",
+            m.store_commit_duration.clone(),
+        );
+        let build: Family<BuildLabels, Gauge> = Family::default();
+        build
+            .get_or_create(&BuildLabels {
+                version: crate::version::VERSION,
+                revision: crate::version::GIT_REVISION,
+            })
+            .set(1);
+        registry.register("build_info", "Build of the running agent", build);
+        Metrics { registry, ..m }
+    }
+
+    /// Counts one status change.
+    pub fn transition(&self, from: Status, to: Status) {
+        self.transitions
+            .get_or_create(&TransitionLabels {
+                from: from.as_str(),
+                to: to.as_str(),
+            })
+            .inc();
+    }
+
+    /// Counts one finished probe.
+    pub fn probe(&self, result_class: &'static str, latency: Duration) {
+        self.probes
+            .get_or_create(&ResultLabels {
+                result: result_class,
+            })
+            .inc();
+        self.probe_duration.observe(latency.as_secs_f64());
+    }
+
+    /// Tracks probes in flight.
+    pub fn probes_in_flight(&self) -> &Gauge {
+        &self.probes_in_flight
+    }
+
+    /// Counts one eviction.
+    pub fn eviction(&self, reason: &'static str) {
+        self.evictions.get_or_create(&ReasonLabels { reason }).inc();
+    }
+
+    /// Counts expired tombstones.
+    pub fn tombstones_expired(&self, n: u64) {
+        self.tombstones_expired.inc_by(n);
+    }
+
+    /// Counts one store commit attempt.
+    pub fn store_commit(&self, ok: bool, took: Duration) {
+        if ok {
+            self.store_commits.inc();
+        } else {
+            self.store_errors.inc();
+        }
+        self.store_commit_duration.observe(took.as_secs_f64());
+    }
+
+    /// Renders every metric, refreshing the view-derived gauges from `view` first.
+    pub fn render(&self, view: &View) -> String {
+        let mut counts = [0i64; Status::ALL.len()];
+        for e in view.workers.values() {
+            counts[Status::ALL.iter().position(|s| *s == e.status).unwrap_or(0)] += 1;
+        }
+        for (status, n) in Status::ALL.iter().zip(counts) {
+            self.workers
+                .get_or_create(&StatusLabels {
+                    status: status.as_str(),
+                })
+                .set(n);
+        }
+        self.view_index
+            .set(i64::try_from(view.index).unwrap_or(i64::MAX));
+        let mut out = String::with_capacity(4096);
+        // Writing into a String cannot fail.
+        let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn renders_every_family_with_labels() {
+        let m = Metrics::new();
+        m.transition(Status::Pending, Status::Ready);
+        m.probe("ok", Duration::from_millis(3));
+        m.eviction("deleted");
+        let text = m.render(&View::default());
+        for needle in [
+            "probemesh_workers{status=\"ready\"} 0",
+            "probemesh_status_transitions_total{from=\"pending\",to=\"ready\"} 1",
+            "probemesh_probes_total{result=\"ok\"} 1",
+            "probemesh_probe_duration_seconds_bucket",
+            "probemesh_evictions_total{reason=\"deleted\"} 1",
+            "probemesh_build_info",
+        ] {
+            assert!(text.contains(needle), "missing {needle} in\n{text}");
+        }
+    }
+}

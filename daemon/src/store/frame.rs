@@ -1,0 +1,135 @@
+//! Length- and checksum-framed records: `len u32 LE | crc32 u32 LE | payload`.
+//!
+//! A frame that is cut short or fails its checksum ends the readable part of a file;
+//! everything before it is intact.
+
+use std::io::Write;
+
+/// Bytes before a payload.
+pub const FRAME_HEADER: usize = 8;
+/// Largest payload accepted; anything longer is treated as damage.
+pub const MAX_FRAME: usize = 256 << 20;
+
+/// Why reading stopped before the end of the input.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FrameError {
+    /// Fewer bytes than a header or than the declared length.
+    Truncated,
+    /// A declared length above [`MAX_FRAME`].
+    Oversized(u32),
+    /// The payload does not match its checksum.
+    Checksum,
+}
+
+/// The frames read from a buffer.
+#[derive(Debug)]
+pub struct Frames<'a> {
+    /// Payloads of the intact frames, in order.
+    pub payloads: Vec<&'a [u8]>,
+    /// Bytes covered by intact frames.
+    pub valid_len: u64,
+    /// Why reading stopped early, if it did.
+    pub stop: Option<FrameError>,
+}
+
+/// Reads intact frames from the start of `buf`.
+pub fn read_frames(buf: &[u8]) -> Frames<'_> {
+    let mut payloads = Vec::new();
+    let mut pos = 0usize;
+    let mut stop = None;
+    while pos < buf.len() {
+        let rest = &buf[pos..];
+        if rest.len() < FRAME_HEADER {
+            stop = Some(FrameError::Truncated);
+            break;
+        }
+        let len = u32::from_le_bytes([rest[0], rest[1], rest[2], rest[3]]);
+        let crc = u32::from_le_bytes([rest[4], rest[5], rest[6], rest[7]]);
+        if len as usize > MAX_FRAME {
+            stop = Some(FrameError::Oversized(len));
+            break;
+        }
+        let end = FRAME_HEADER + len as usize;
+        if rest.len() < end {
+            stop = Some(FrameError::Truncated);
+            break;
+        }
+        let payload = &rest[FRAME_HEADER..end];
+        if crc32fast::hash(payload) != crc {
+            stop = Some(FrameError::Checksum);
+            break;
+        }
+        payloads.push(payload);
+        pos += end;
+    }
+    Frames {
+        payloads,
+        valid_len: pos as u64,
+        stop,
+    }
+}
+
+/// Writes one frame in a single `write_all`, returning the bytes written.
+pub fn write_frame(w: &mut impl Write, payload: &[u8]) -> std::io::Result<u64> {
+    let len = u32::try_from(payload.len())
+        .ok()
+        .filter(|&l| l as usize <= MAX_FRAME)
+        .ok_or_else(|| std::io::Error::new(std::io::ErrorKind::InvalidInput, "record too large"))?;
+    let mut buf = Vec::with_capacity(FRAME_HEADER + payload.len());
+    buf.extend_from_slice(&len.to_le_bytes());
+    buf.extend_from_slice(&crc32fast::hash(payload).to_le_bytes());
+    buf.extend_from_slice(payload);
+    w.write_all(&buf)?;
+    Ok(buf.len() as u64)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn framed(payloads: &[&[u8]]) -> Vec<u8> {
+        let mut out = Vec::new();
+        for p in payloads {
+            write_frame(&mut out, p).unwrap();
+        }
+        out
+    }
+
+    #[test]
+    fn reads_back_what_was_written() {
+        let buf = framed(&[b"one", b"", b"three"]);
+        let f = read_frames(&buf);
+        assert_eq!(f.payloads, vec![&b"one"[..], b"", b"three"]);
+        assert_eq!(f.valid_len, buf.len() as u64);
+        assert_eq!(f.stop, None);
+    }
+
+    #[test]
+    fn every_truncation_keeps_the_intact_prefix() {
+        let buf = framed(&[b"alpha", b"beta"]);
+        let first = FRAME_HEADER + 5;
+        for cut in 0..buf.len() {
+            let f = read_frames(&buf[..cut]);
+            let want = if cut >= first { 1 } else { 0 };
+            assert_eq!(f.payloads.len(), want, "cut at {cut}");
+            assert_eq!(f.valid_len, if want == 1 { first as u64 } else { 0 });
+        }
+    }
+
+    #[test]
+    fn corruption_stops_at_the_damaged_frame() {
+        let mut buf = framed(&[b"alpha", b"beta"]);
+        let last = buf.len() - 1;
+        buf[last] ^= 0xff;
+        let f = read_frames(&buf);
+        assert_eq!(f.payloads.len(), 1);
+        assert_eq!(f.stop, Some(FrameError::Checksum));
+        let mut huge = framed(&[b"x"]);
+        huge.extend_from_slice(&u32::MAX.to_le_bytes());
+        huge.extend_from_slice(&[0; 4]);
+        assert_eq!(
+            read_frames(&huge).stop,
+            Some(FrameError::Oversized(u32::MAX))
+        );
+    }
+}

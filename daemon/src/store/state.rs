@@ -1,0 +1,93 @@
+//! The durable state and the mutations that change it.
+
+use probemesh_gossip::model::{Registration, Tombstone, WorkerId};
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+
+/// Everything the agent must not lose.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct DurableState {
+    /// Live registrations, one generation per worker.
+    pub registrations: BTreeMap<WorkerId, Registration>,
+    /// The newest tombstone per worker; it kills every generation up to its own.
+    pub tombstones: BTreeMap<WorkerId, Tombstone>,
+    /// Highest generation ever used per worker, so a new registration never reuses a
+    /// generation even after its tombstone expired.
+    pub last_generation: BTreeMap<WorkerId, u64>,
+}
+
+/// One change to the durable state. Applying a mutation twice, or replaying a log
+/// suffix over a state that already contains it, gives the same state.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub enum Mutation {
+    /// Adds or replaces a registration (new worker, new generation or PATCH).
+    PutRegistration(Registration),
+    /// Evicts a generation: stores the tombstone and removes the registration if it is
+    /// that generation or older.
+    PutTombstone(Tombstone),
+    /// Forgets an expired tombstone.
+    DropTombstone {
+        /// Worker whose tombstone expired.
+        id: WorkerId,
+        /// Generation of the expired tombstone; a newer one is kept.
+        generation: u64,
+    },
+}
+
+impl DurableState {
+    /// Applies one mutation.
+    pub fn apply(&mut self, m: &Mutation) {
+        match m {
+            Mutation::PutRegistration(r) => {
+                if self.is_tombstoned(&r.id, r.generation) {
+                    return;
+                }
+                self.bump_generation(&r.id, r.generation);
+                self.registrations.insert(r.id.clone(), r.clone());
+            }
+            Mutation::PutTombstone(t) => {
+                self.bump_generation(&t.id, t.generation);
+                if self
+                    .registrations
+                    .get(&t.id)
+                    .is_some_and(|r| r.generation <= t.generation)
+                {
+                    self.registrations.remove(&t.id);
+                }
+                let newer_exists = self
+                    .tombstones
+                    .get(&t.id)
+                    .is_some_and(|old| old.generation > t.generation);
+                if !newer_exists {
+                    self.tombstones.insert(t.id.clone(), t.clone());
+                }
+            }
+            Mutation::DropTombstone { id, generation } => {
+                if self
+                    .tombstones
+                    .get(id)
+                    .is_some_and(|t| t.generation == *generation)
+                {
+                    self.tombstones.remove(id);
+                }
+            }
+        }
+    }
+
+    /// Whether `generation` of `id` is covered by a tombstone.
+    pub fn is_tombstoned(&self, id: &WorkerId, generation: u64) -> bool {
+        self.tombstones
+            .get(id)
+            .is_some_and(|t| t.generation >= generation)
+    }
+
+    /// The generation a new registration of `id` gets.
+    pub fn next_generation(&self, id: &WorkerId) -> u64 {
+        self.last_generation.get(id).copied().unwrap_or(0) + 1
+    }
+
+    fn bump_generation(&mut self, id: &WorkerId, generation: u64) {
+        let g = self.last_generation.entry(id.clone()).or_insert(0);
+        *g = (*g).max(generation);
+    }
+}
