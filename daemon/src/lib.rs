@@ -22,3 +22,9 @@ pub mod registry;
 pub mod shutdown;
 pub mod store;
 pub mod version;
+
+/// Installs `ring` as the process-wide rustls provider (see docs/decisions.md).
+/// Idempotent: a second call, or a provider installed earlier, is left as it is.
+pub fn install_crypto_provider() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+}

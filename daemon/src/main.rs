@@ -8,6 +8,7 @@ use tokio_util::sync::CancellationToken;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    probemesh::install_crypto_provider();
     match cli.command {
         Command::Agent(args) => run_agent(&args),
         Command::Workers { client, command } => probemesh::client::run(client, command),
@@ -32,9 +33,6 @@ fn run_agent(args: &probemesh::cli::AgentArgs) -> ExitCode {
         }
     };
     logging::init(config.log_format);
-    // One process-wide TLS provider: ring (see docs/decisions.md). Fails only if
-    // another provider was installed first, which this binary never does.
-    let _ = rustls::crypto::ring::default_provider().install_default();
     let rt = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

@@ -74,6 +74,7 @@ impl Checker {
     /// A checker whose client keeps idle connections for reuse, follows no redirects
     /// (a 3xx is not healthy) and ignores proxy environment variables.
     pub fn new() -> Result<Checker, reqwest::Error> {
+        crate::install_crypto_provider();
         let client = reqwest::Client::builder()
             .user_agent(concat!("probemesh/", env!("CARGO_PKG_VERSION")))
             .redirect(reqwest::redirect::Policy::none())
