@@ -6,5 +6,10 @@
 //! the versioned [`codec`] that encodes them. It has no I/O and no async code, so both the
 //! daemon and in-process simulations can use it freely.
 
+pub mod cluster;
 pub mod codec;
+pub mod keys;
 pub mod model;
+pub mod node;
+pub mod tls;
+pub mod transport;

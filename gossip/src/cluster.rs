@@ -1,0 +1,141 @@
+//! A read-only picture of the cluster taken from chitchat's state: who is a member,
+//! which registrations each node advertises, and each node's verdicts. The daemon
+//! reconciles its local view against it.
+
+use crate::keys::{self, REG_PREFIX, STATUS_PREFIX, VERSION_KEY};
+use crate::model::{Registration, Status, WorkerId};
+use chitchat::{Chitchat, ChitchatId};
+use std::collections::{BTreeMap, HashSet};
+use std::net::SocketAddr;
+
+/// Liveness of a member as the failure detector sees it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum MemberState {
+    /// Heartbeats arrive.
+    Alive,
+    /// Suspected dead; its state is kept until the grace period ends.
+    Dead,
+}
+
+impl MemberState {
+    /// The API name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            MemberState::Alive => "alive",
+            MemberState::Dead => "dead",
+        }
+    }
+}
+
+/// One member of the cluster.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Member {
+    /// Its node id.
+    pub node_id: String,
+    /// Where peers gossip with it.
+    pub gossip_addr: SocketAddr,
+    /// Alive or dead.
+    pub state: MemberState,
+    /// Whether it is this node.
+    pub is_self: bool,
+    /// Registrations it advertises.
+    pub workers_owned: usize,
+    /// Its probemesh version, if published.
+    pub version: Option<String>,
+}
+
+/// A registration advertised by a node.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Advertised {
+    /// The registration.
+    pub reg: Registration,
+    /// The node advertising it.
+    pub by: String,
+}
+
+/// One node's verdict on a worker.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Verdict {
+    /// The generation the verdict is about.
+    pub generation: u64,
+    /// The status.
+    pub status: Status,
+}
+
+/// Everything the daemon needs from the cluster state, decoded.
+#[derive(Clone, Debug, Default)]
+pub struct ClusterSnapshot {
+    /// Every member, self included.
+    pub members: Vec<Member>,
+    /// Per worker, the highest-generation registration any member advertises.
+    pub registrations: BTreeMap<WorkerId, Advertised>,
+    /// Per worker, per live member (self excluded), its verdict.
+    pub verdicts: BTreeMap<WorkerId, BTreeMap<String, Verdict>>,
+    /// Values that failed to decode in this snapshot (dropped).
+    pub malformed: u64,
+}
+
+impl ClusterSnapshot {
+    /// Decodes chitchat's state. Must be called with chitchat's lock held, so keep the
+    /// caller's critical section to this call.
+    pub fn read(chitchat: &Chitchat) -> ClusterSnapshot {
+        let self_id = chitchat.self_chitchat_id().clone();
+        let live: HashSet<&ChitchatId> = chitchat.live_nodes().collect();
+        let mut snap = ClusterSnapshot::default();
+        for (cid, state) in chitchat.node_states() {
+            let is_self = *cid == self_id;
+            let alive = is_self || live.contains(cid);
+            let mut owned = 0;
+            for (key, value) in state.key_values() {
+                if let Some(id) = key.strip_prefix(REG_PREFIX) {
+                    match keys::decode_registration(id, value) {
+                        Ok(reg) => {
+                            owned += 1;
+                            let newer = snap
+                                .registrations
+                                .get(&reg.id)
+                                .is_none_or(|a| a.reg.generation < reg.generation);
+                            if newer {
+                                snap.registrations.insert(
+                                    reg.id.clone(),
+                                    Advertised {
+                                        reg,
+                                        by: cid.node_id.to_string(),
+                                    },
+                                );
+                            }
+                        }
+                        Err(_) => snap.malformed += 1,
+                    }
+                } else if let Some(id) = key.strip_prefix(STATUS_PREFIX) {
+                    if is_self || !alive {
+                        continue;
+                    }
+                    match (WorkerId::parse(id), keys::decode_status(value)) {
+                        (Some(wid), Ok((generation, status))) => {
+                            snap.verdicts
+                                .entry(wid)
+                                .or_default()
+                                .insert(cid.node_id.to_string(), Verdict { generation, status });
+                        }
+                        _ => snap.malformed += 1,
+                    }
+                }
+            }
+            snap.members.push(Member {
+                node_id: cid.node_id.to_string(),
+                gossip_addr: cid.gossip_advertise_addr,
+                state: if alive {
+                    MemberState::Alive
+                } else {
+                    MemberState::Dead
+                },
+                is_self,
+                workers_owned: owned,
+                version: state.get(VERSION_KEY).map(str::to_string),
+            });
+        }
+        snap.members.sort_by(|a, b| a.node_id.cmp(&b.node_id));
+        snap
+    }
+}

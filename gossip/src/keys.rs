@@ -1,0 +1,129 @@
+//! How cluster state is laid out in chitchat's key-value store, and the value codecs.
+//!
+//! Each node publishes only its own keys:
+//! - `reg:<worker id>`: a registration this node advertises (base64 of the versioned
+//!   postcard [`Registration`]);
+//! - `st:<worker id>`: this node's verdict, `<generation>:<status>`;
+//! - `meta:version`: the probemesh version of the node.
+//!
+//! chitchat values are strings, hence base64 for the binary records.
+
+use crate::codec::{self, CodecError};
+use crate::model::{Registration, Status, WorkerId};
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD_NO_PAD;
+
+/// Prefix of registration keys.
+pub const REG_PREFIX: &str = "reg:";
+/// Prefix of verdict keys.
+pub const STATUS_PREFIX: &str = "st:";
+/// Key of the node's probemesh version.
+pub const VERSION_KEY: &str = "meta:version";
+
+/// Why a gossiped value was dropped.
+#[derive(Debug, thiserror::Error)]
+pub enum ValueError {
+    /// Not base64.
+    #[error("value is not base64")]
+    Base64,
+    /// The record does not decode.
+    #[error(transparent)]
+    Codec(#[from] CodecError),
+    /// The key and the record disagree, or the text is malformed.
+    #[error("inconsistent or malformed value: {0}")]
+    Inconsistent(&'static str),
+}
+
+/// The registration key of `id`.
+pub fn reg_key(id: &WorkerId) -> String {
+    format!("{REG_PREFIX}{id}")
+}
+
+/// The verdict key of `id`.
+pub fn status_key(id: &WorkerId) -> String {
+    format!("{STATUS_PREFIX}{id}")
+}
+
+/// Encodes a registration as a chitchat value.
+pub fn encode_registration(r: &Registration) -> Result<String, CodecError> {
+    Ok(STANDARD_NO_PAD.encode(codec::encode(r)?))
+}
+
+/// Decodes a registration published under `key_id`, checking that the record is the
+/// worker the key names (a peer cannot smuggle one worker under another's id).
+pub fn decode_registration(key_id: &str, value: &str) -> Result<Registration, ValueError> {
+    let bytes = STANDARD_NO_PAD
+        .decode(value.as_bytes())
+        .map_err(|_| ValueError::Base64)?;
+    let r: Registration = codec::decode(&bytes)?;
+    if r.id.as_str() != key_id || r.spec.url.id() != r.id {
+        return Err(ValueError::Inconsistent(
+            "registration id does not match its URL or key",
+        ));
+    }
+    if r.generation == 0 {
+        return Err(ValueError::Inconsistent("generation 0"));
+    }
+    Ok(r)
+}
+
+/// Encodes a verdict.
+pub fn encode_status(generation: u64, status: Status) -> String {
+    format!("{generation}:{status}")
+}
+
+/// Decodes a verdict.
+pub fn decode_status(value: &str) -> Result<(u64, Status), ValueError> {
+    let (g, s) = value
+        .split_once(':')
+        .ok_or(ValueError::Inconsistent("verdict without ':'"))?;
+    let g = g
+        .parse()
+        .map_err(|_| ValueError::Inconsistent("verdict generation"))?;
+    let s = Status::parse(s).ok_or(ValueError::Inconsistent("verdict status"))?;
+    Ok((g, s))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::{WorkerSpec, WorkerUrl};
+
+    fn reg() -> Registration {
+        let url = WorkerUrl::parse("http://10.1.1.1:8000").unwrap();
+        Registration {
+            id: url.id(),
+            generation: 3,
+            owner: "a".into(),
+            registered_at_ms: 5,
+            spec: WorkerSpec::new(url),
+        }
+    }
+
+    #[test]
+    fn registrations_round_trip_and_are_bound_to_their_key() {
+        let r = reg();
+        let v = encode_registration(&r).unwrap();
+        assert_eq!(decode_registration(r.id.as_str(), &v).unwrap(), r);
+        assert!(matches!(
+            decode_registration("0000000000000000", &v),
+            Err(ValueError::Inconsistent(_))
+        ));
+        assert!(matches!(
+            decode_registration(r.id.as_str(), "!!!"),
+            Err(ValueError::Base64)
+        ));
+        assert!(decode_registration(r.id.as_str(), "UE1TSA").is_err());
+    }
+
+    #[test]
+    fn verdicts_round_trip_and_reject_garbage() {
+        assert_eq!(
+            decode_status(&encode_status(7, Status::NotReady)).unwrap(),
+            (7, Status::NotReady)
+        );
+        for bad in ["", "7", "x:ready", "7:bogus", ":ready"] {
+            assert!(decode_status(bad).is_err(), "{bad}");
+        }
+    }
+}

@@ -1,0 +1,174 @@
+//! Starting chitchat and the handle the daemon uses to publish its keys and read the
+//! cluster.
+
+use crate::cluster::ClusterSnapshot;
+use crate::keys;
+use crate::model::{Registration, Status, WorkerId};
+use chitchat::transport::Transport;
+use chitchat::{ChitchatConfig, ChitchatHandle, ChitchatId, FailureDetectorConfig, ListenerHandle};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::Notify;
+
+/// Settings of the gossip layer.
+#[derive(Clone, Debug)]
+pub struct GossipConfig {
+    /// This node's id (unique in the cluster).
+    pub node_id: String,
+    /// Distinguishes restarts of the same node (start time in ms works).
+    pub generation: u64,
+    /// Nodes of other clusters are ignored.
+    pub cluster_id: String,
+    /// Address the transport binds.
+    pub listen: SocketAddr,
+    /// Address peers dial.
+    pub advertise: SocketAddr,
+    /// Seed peers, `host:port` (names are re-resolved periodically by chitchat).
+    pub seeds: Vec<String>,
+    /// Gossip round interval.
+    pub interval: Duration,
+    /// How long a dead member's state is kept.
+    pub dead_node_grace_period: Duration,
+    /// The probemesh version this node publishes.
+    pub version: String,
+}
+
+/// The failure detector tuned to the gossip interval: the first heartbeat interval is
+/// assumed to be a few rounds (chitchat's 5 s default made new nodes look dead for
+/// seconds), and a heartbeat gap is capped at 10 rounds or 2 s, whichever is longer.
+pub fn failure_detector(
+    interval: Duration,
+    dead_node_grace_period: Duration,
+) -> FailureDetectorConfig {
+    FailureDetectorConfig {
+        phi_threshold: 8.0,
+        sampling_window_size: 1000,
+        max_interval: (interval * 10).max(Duration::from_secs(2)),
+        initial_interval: interval * 2,
+        dead_node_grace_period,
+    }
+}
+
+/// A running gossip node.
+pub struct GossipHandle {
+    handle: ChitchatHandle,
+    changed: Arc<Notify>,
+    _listener: ListenerHandle,
+}
+
+impl std::fmt::Debug for GossipHandle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("GossipHandle")
+            .field("id", self.handle.chitchat_id())
+            .finish()
+    }
+}
+
+/// Starts chitchat on `transport`.
+pub async fn spawn_gossip(
+    config: GossipConfig,
+    transport: &dyn Transport,
+) -> anyhow::Result<GossipHandle> {
+    let chitchat_id = ChitchatId::new(config.node_id.clone(), config.generation, config.advertise);
+    let cc = ChitchatConfig {
+        chitchat_id,
+        cluster_id: config.cluster_id.clone(),
+        gossip_interval: config.interval,
+        listen_addr: config.listen,
+        seed_nodes: config.seeds.clone(),
+        failure_detector_config: failure_detector(config.interval, config.dead_node_grace_period),
+        // Deleted keys are remembered this long so that every peer sees the deletion.
+        marked_for_deletion_grace_period: config
+            .dead_node_grace_period
+            .max(Duration::from_secs(60)),
+        catchup_callback: None,
+        extra_liveness_predicate: None,
+    };
+    let initial = vec![(keys::VERSION_KEY.to_string(), config.version.clone())];
+    let handle = chitchat::spawn_chitchat(cc, initial, transport).await?;
+    let changed = Arc::new(Notify::new());
+    let notify = Arc::clone(&changed);
+    // Runs under chitchat's lock: only wake the reconciler, never read state here.
+    let listener = handle
+        .chitchat()
+        .lock()
+        .await
+        .subscribe_event("", move |_| notify.notify_one());
+    Ok(GossipHandle {
+        handle,
+        changed,
+        _listener: listener,
+    })
+}
+
+impl GossipHandle {
+    /// Resolves when a peer's key changed since the last call (deletions and
+    /// membership changes are not signalled; poll periodically as well).
+    pub async fn changed(&self) {
+        self.changed.notified().await;
+    }
+
+    /// Advertises a registration.
+    pub async fn publish_registration(
+        &self,
+        reg: &Registration,
+    ) -> Result<(), crate::codec::CodecError> {
+        let value = keys::encode_registration(reg)?;
+        let key = keys::reg_key(&reg.id);
+        self.handle
+            .with_chitchat(|c| c.self_node_state().set(key.clone(), value.clone()))
+            .await;
+        Ok(())
+    }
+
+    /// Publishes this node's verdict on a worker.
+    pub async fn publish_status(&self, id: &WorkerId, generation: u64, status: Status) {
+        let key = keys::status_key(id);
+        let value = keys::encode_status(generation, status);
+        self.handle
+            .with_chitchat(|c| c.self_node_state().set(key.clone(), value.clone()))
+            .await;
+    }
+
+    /// Stops advertising a worker (registration and verdict).
+    pub async fn withdraw(&self, id: &WorkerId) {
+        let (rk, sk) = (keys::reg_key(id), keys::status_key(id));
+        self.handle
+            .with_chitchat(|c| {
+                let state = c.self_node_state();
+                if state.get(&rk).is_some() {
+                    state.delete(&rk);
+                }
+                if state.get(&sk).is_some() {
+                    state.delete(&sk);
+                }
+            })
+            .await;
+    }
+
+    /// Stops publishing a verdict only.
+    pub async fn withdraw_status(&self, id: &WorkerId) {
+        let sk = keys::status_key(id);
+        self.handle
+            .with_chitchat(|c| {
+                let state = c.self_node_state();
+                if state.get(&sk).is_some() {
+                    state.delete(&sk);
+                }
+            })
+            .await;
+    }
+
+    /// Decodes the current cluster state.
+    pub async fn snapshot(&self) -> ClusterSnapshot {
+        self.handle
+            .with_chitchat(|c| ClusterSnapshot::read(c))
+            .await
+    }
+
+    /// Stops gossiping.
+    pub async fn shutdown(self) -> anyhow::Result<()> {
+        self.handle.shutdown().await
+    }
+}
