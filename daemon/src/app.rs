@@ -3,7 +3,7 @@
 //! drain and flush.
 
 use crate::admin::{self, AdminState};
-use crate::config::AgentConfig;
+use crate::config::{AgentConfig, TlsSource};
 use crate::declarative::Reasserter;
 use crate::metrics::Metrics;
 use crate::node::{Node, NodeSettings};
@@ -12,6 +12,9 @@ use crate::readiness::Readiness;
 use crate::store::Store;
 use anyhow::Context;
 use probemesh_gossip::model::WorkerSpec;
+use probemesh_gossip::node::{GossipConfig, GossipHandle, spawn_gossip};
+use probemesh_gossip::tls::{self, TlsMaterial};
+use probemesh_gossip::transport::{QuicSettings, QuicTransport};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -24,6 +27,7 @@ pub struct App {
     node: Arc<Node>,
     probe_rx: tokio::sync::mpsc::UnboundedReceiver<probe::Command>,
     listener: TcpListener,
+    gossip: Arc<GossipHandle>,
     readiness: Readiness,
     latches: Vec<crate::readiness::Latch>,
 }
@@ -31,7 +35,7 @@ pub struct App {
 impl App {
     /// Opens the data directory and binds the admin address.
     pub async fn build(config: AgentConfig) -> anyhow::Result<App> {
-        let (readiness, latches) = Readiness::new(&["state", "admin"]);
+        let (readiness, latches) = Readiness::new(&["state", "gossip", "admin"]);
         let dir = config.data_dir.clone();
         let (store, report) = tokio::task::spawn_blocking(move || Store::open(&dir))
             .await
@@ -57,6 +61,7 @@ impl App {
             probe: config.probe.clone(),
             remove_failed: config.remove_failed,
             tombstone_ttl: config.tombstone_ttl,
+            allow: config.cluster.allow_worker_cidrs.clone(),
         };
         let node = Arc::new(Node::new(settings, store, metrics, probe_tx));
         latches[0].release();
@@ -66,11 +71,37 @@ impl App {
                 config.admin_listen
             )
         })?;
+        let tls = load_tls(&config)?;
+        let transport = QuicTransport::new(tls, QuicSettings::default());
+        node.metrics().attach_transport(transport.metrics());
+        let c = &config.cluster;
+        let gossip_config = GossipConfig {
+            node_id: config.node_id.clone(),
+            generation: crate::node::unix_ms(std::time::SystemTime::now()),
+            cluster_id: c.cluster_id.clone(),
+            listen: c.gossip_listen,
+            advertise: c.gossip_advertise,
+            seeds: c.seeds.clone(),
+            interval: c.gossip_interval,
+            dead_node_grace_period: c.dead_node_grace_period,
+            version: crate::version::VERSION.to_string(),
+        };
+        let gossip = spawn_gossip(gossip_config, &transport).await?;
+        tracing::info!(
+            cluster_id = %c.cluster_id,
+            listen = %c.gossip_listen,
+            advertise = %c.gossip_advertise,
+            seeds = ?c.seeds,
+            interval = %humantime::format_duration(c.gossip_interval),
+            "gossip endpoint up (QUIC, mutual TLS)"
+        );
+        latches[1].release();
         Ok(App {
             config,
             node,
             probe_rx,
             listener,
+            gossip: Arc::new(gossip),
             readiness,
             latches,
         })
@@ -88,6 +119,7 @@ impl App {
             node,
             probe_rx,
             listener,
+            gossip,
             readiness,
             latches,
         } = self;
@@ -112,7 +144,13 @@ impl App {
                 }
             }
         }
-        let background = spawn_background(&node, &config, shutdown.child_token());
+        let mut background = spawn_background(&node, &config, shutdown.child_token());
+        background.push(tokio::spawn(crate::cluster_sync::run(
+            Arc::clone(&node),
+            Arc::clone(&gossip),
+            config.cluster.gossip_interval,
+            shutdown.child_token(),
+        )));
 
         let state = Arc::new(AdminState {
             node: Arc::clone(&node),
@@ -121,7 +159,7 @@ impl App {
         });
         let addr = listener.local_addr().context("reading the admin address")?;
         tracing::info!(node_id = %config.node_id, admin = %addr, token = config.admin_token.is_some(), "admin API listening");
-        latches[1].release();
+        latches[2].release();
         let stop = shutdown.clone();
         axum::serve(listener, admin::router(state))
             .with_graceful_shutdown(async move { stop.cancelled().await })
@@ -133,6 +171,14 @@ impl App {
         for task in background {
             let _ = task.await;
         }
+        match Arc::try_unwrap(gossip) {
+            Ok(g) => {
+                if let Err(e) = g.shutdown().await {
+                    tracing::warn!(error = %e, "gossip did not stop cleanly");
+                }
+            }
+            Err(_) => tracing::warn!("gossip handle still in use at shutdown"),
+        }
         let n = Arc::clone(&node);
         match tokio::task::spawn_blocking(move || n.compact()).await {
             Ok(Ok(())) => tracing::info!("state flushed; bye"),
@@ -142,6 +188,24 @@ impl App {
             Err(e) => tracing::warn!(error = %e, "final snapshot task failed"),
         }
         Ok(())
+    }
+}
+
+/// The gossip TLS identity: operator files, or a private CA made on first start.
+fn load_tls(config: &AgentConfig) -> anyhow::Result<TlsMaterial> {
+    match &config.cluster.tls {
+        TlsSource::Files { ca, cert, key } => Ok(TlsMaterial::load(ca, cert, key)?),
+        TlsSource::Auto => {
+            let dir = config.data_dir.join("tls");
+            let (m, created) = tls::ensure_auto_material(&dir, &config.node_id)
+                .with_context(|| format!("creating TLS material under {}", dir.display()))?;
+            if created {
+                tracing::info!(dir = %dir.display(), "created a private cluster CA and node certificate; other nodes can join only with certificates from this CA (probemesh tls cert create --ca {})", dir.display());
+            } else {
+                tracing::info!(dir = %dir.display(), "using the private cluster CA from an earlier start");
+            }
+            Ok(m)
+        }
     }
 }
 

@@ -29,6 +29,18 @@ pub enum Command {
         #[command(subcommand)]
         command: WorkersCommand,
     },
+    /// Cluster members as this node sees them.
+    Members {
+        /// Connection to the agent.
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// Create TLS material for a cluster.
+    Tls {
+        /// The TLS command.
+        #[command(subcommand)]
+        command: TlsCommand,
+    },
     /// Print version, git revision and protocol version.
     Version,
 }
@@ -82,9 +94,92 @@ pub struct AgentArgs {
     /// A declarative worker registration owned by this node; repeatable.
     #[arg(long = "worker", value_name = "URL")]
     pub workers: Vec<String>,
+    /// Nodes of other clusters are ignored [default: probemesh].
+    #[arg(long, value_name = "NAME")]
+    pub cluster_id: Option<String>,
+    /// UDP address for gossip over QUIC [default: 0.0.0.0:7800].
+    #[arg(long, value_name = "ADDR")]
+    pub gossip_listen: Option<String>,
+    /// Address peers dial [default: derived from the listen address or the host's
+    /// outbound interface].
+    #[arg(long, value_name = "ADDR")]
+    pub gossip_advertise: Option<String>,
+    /// Seed peers, comma list of host:port; DNS names are re-resolved periodically.
+    #[arg(long, value_name = "HOST:PORT,...", value_delimiter = ',')]
+    pub seeds: Vec<String>,
+    /// Cluster CA certificate (PEM); with --tls-cert and --tls-key.
+    #[arg(long, value_name = "FILE")]
+    pub tls_ca: Option<PathBuf>,
+    /// This node's certificate (PEM), signed by the cluster CA.
+    #[arg(long, value_name = "FILE")]
+    pub tls_cert: Option<PathBuf>,
+    /// This node's private key (PEM).
+    #[arg(long, value_name = "FILE")]
+    pub tls_key: Option<PathBuf>,
+    /// Gossip round interval [default: 200ms].
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    pub gossip_interval: Option<Duration>,
+    /// How long a dead member's gossiped state is kept [default: 15m].
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    pub dead_node_grace_period: Option<Duration>,
+    /// Only workers whose host is an IP in these networks are accepted and probed;
+    /// repeatable [default: all allowed].
+    #[arg(long = "allow-worker-cidr", value_name = "CIDR")]
+    pub allow_worker_cidrs: Vec<String>,
     /// Log format: text or json [default: text].
     #[arg(long, value_name = "FORMAT", value_parser = |s: &str| s.parse::<LogFormat>())]
     pub log_format: Option<LogFormat>,
+}
+
+/// `probemesh tls …`
+#[derive(Debug, Subcommand)]
+pub enum TlsCommand {
+    /// Certificate authority commands.
+    Ca {
+        /// The CA command.
+        #[command(subcommand)]
+        command: TlsCaCommand,
+    },
+    /// Node certificate commands.
+    Cert {
+        /// The certificate command.
+        #[command(subcommand)]
+        command: TlsCertCommand,
+    },
+}
+
+/// `probemesh tls ca …`
+#[derive(Debug, Subcommand)]
+pub enum TlsCaCommand {
+    /// Create a cluster CA: DIR/ca.pem and DIR/ca-key.pem.
+    Create {
+        /// Output directory.
+        #[arg(long, value_name = "DIR")]
+        out: PathBuf,
+    },
+}
+
+/// `probemesh tls cert …`
+#[derive(Debug, Subcommand)]
+pub enum TlsCertCommand {
+    /// Create a node certificate signed by the CA in --ca: OUT/NAME.pem and OUT/NAME-key.pem.
+    Create {
+        /// Directory holding ca.pem and ca-key.pem.
+        #[arg(long, value_name = "DIR")]
+        ca: PathBuf,
+        /// Node name (also a DNS name in the certificate).
+        #[arg(long, value_name = "NAME")]
+        node: String,
+        /// IP address to include; repeatable.
+        #[arg(long = "ip", value_name = "IP")]
+        ips: Vec<std::net::IpAddr>,
+        /// DNS name to include; repeatable.
+        #[arg(long = "dns", value_name = "NAME")]
+        dns: Vec<String>,
+        /// Output directory.
+        #[arg(long, value_name = "DIR")]
+        out: PathBuf,
+    },
 }
 
 /// How client commands reach the agent.

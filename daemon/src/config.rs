@@ -35,7 +35,50 @@ pub struct AgentConfig {
     pub workers: Vec<WorkerUrl>,
     /// Log output format.
     pub log_format: LogFormat,
+    /// Gossip settings.
+    pub cluster: ClusterConfig,
 }
+
+/// Where the gossip TLS material comes from.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum TlsSource {
+    /// A private CA and node certificate under `--data-dir/tls`, made on first start.
+    Auto,
+    /// Operator-provided PEM files.
+    Files {
+        /// Cluster CA certificate.
+        ca: PathBuf,
+        /// Node certificate.
+        cert: PathBuf,
+        /// Node private key.
+        key: PathBuf,
+    },
+}
+
+/// Gossip and cluster settings.
+#[derive(Clone, Debug)]
+pub struct ClusterConfig {
+    /// Nodes of other clusters are ignored.
+    pub cluster_id: String,
+    /// UDP address the QUIC endpoint binds.
+    pub gossip_listen: SocketAddr,
+    /// Address peers dial.
+    pub gossip_advertise: SocketAddr,
+    /// Seed peers (`host:port`).
+    pub seeds: Vec<String>,
+    /// TLS material.
+    pub tls: TlsSource,
+    /// Gossip round interval.
+    pub gossip_interval: Duration,
+    /// How long a dead member's state is kept.
+    pub dead_node_grace_period: Duration,
+    /// Allowed worker networks; empty allows all.
+    pub allow_worker_cidrs: Vec<ipnet::IpNet>,
+}
+
+/// Default gossip interval: Serf's LAN interval. Membership of 16 nodes converges in
+/// about a second and each node sends a few small messages per second.
+pub const DEFAULT_GOSSIP_INTERVAL: Duration = Duration::from_millis(200);
 
 /// Node-wide probe defaults (`--probe-*`, `--*-threshold`).
 #[derive(Clone, Debug, PartialEq)]
@@ -116,6 +159,16 @@ struct FileConfig {
     tombstone_ttl: Option<String>,
     worker: Option<Vec<String>>,
     log_format: Option<String>,
+    cluster_id: Option<String>,
+    gossip_listen: Option<String>,
+    gossip_advertise: Option<String>,
+    seeds: Option<Vec<String>>,
+    tls_ca: Option<PathBuf>,
+    tls_cert: Option<PathBuf>,
+    tls_key: Option<PathBuf>,
+    gossip_interval: Option<String>,
+    dead_node_grace_period: Option<String>,
+    allow_worker_cidr: Option<Vec<String>>,
 }
 
 /// Where a value came from, for error messages.
@@ -426,7 +479,25 @@ pub fn load(
         )
         .map_or(LogFormat::Text, |(v, _)| v);
 
-    let (Some(admin_listen), true) = (admin_listen, r.problems.is_empty()) else {
+    let cluster = resolve_cluster(
+        &mut r,
+        args,
+        ClusterFile {
+            cluster_id: file.cluster_id,
+            gossip_listen: file.gossip_listen,
+            gossip_advertise: file.gossip_advertise,
+            seeds: file.seeds,
+            tls_ca: file.tls_ca,
+            tls_cert: file.tls_cert,
+            tls_key: file.tls_key,
+            gossip_interval: file.gossip_interval,
+            dead_node_grace_period: file.dead_node_grace_period,
+            allow_worker_cidr: file.allow_worker_cidr,
+        },
+    );
+
+    let (Some(admin_listen), Some(cluster), true) = (admin_listen, cluster, r.problems.is_empty())
+    else {
         return Err(ConfigError(r.problems));
     };
     Ok(AgentConfig {
@@ -439,7 +510,238 @@ pub fn load(
         tombstone_ttl,
         workers,
         log_format,
+        cluster,
     })
+}
+
+/// The cluster keys of the file, moved out so `resolve_cluster` can own them.
+struct ClusterFile {
+    cluster_id: Option<String>,
+    gossip_listen: Option<String>,
+    gossip_advertise: Option<String>,
+    seeds: Option<Vec<String>>,
+    tls_ca: Option<PathBuf>,
+    tls_cert: Option<PathBuf>,
+    tls_key: Option<PathBuf>,
+    gossip_interval: Option<String>,
+    dead_node_grace_period: Option<String>,
+    allow_worker_cidr: Option<Vec<String>>,
+}
+
+fn comma_list(s: &str) -> Result<Vec<String>, String> {
+    Ok(s.split(',')
+        .map(|p| p.trim().to_string())
+        .filter(|p| !p.is_empty())
+        .collect())
+}
+
+fn resolve_cluster(
+    r: &mut Resolver<'_>,
+    args: &AgentArgs,
+    file: ClusterFile,
+) -> Option<ClusterConfig> {
+    let before = r.problems.len();
+    let cluster_id = r
+        .pick(
+            "cluster_id",
+            args.cluster_id.clone(),
+            file.cluster_id,
+            |s| Ok(s.trim().to_string()),
+            Ok,
+        )
+        .map_or_else(
+            || "probemesh".to_string(),
+            |(v, src)| {
+                if let Err(e) = validate_node_id(&v) {
+                    r.problem("cluster_id", src, e);
+                }
+                v
+            },
+        );
+    let listen = r
+        .pick(
+            "gossip_listen",
+            args.gossip_listen.clone(),
+            file.gossip_listen,
+            |s| Ok(s.to_string()),
+            Ok,
+        )
+        .unwrap_or(("0.0.0.0:7800".into(), Source::Default));
+    let listen = match listen.0.trim().parse::<SocketAddr>() {
+        Ok(a) => Some(a),
+        Err(_) => {
+            r.problem(
+                "gossip_listen",
+                listen.1,
+                format!(
+                    "`{}` is not an address; write it like 0.0.0.0:7800",
+                    listen.0
+                ),
+            );
+            None
+        }
+    };
+    let seeds_flag = (!args.seeds.is_empty()).then(|| args.seeds.clone());
+    let seeds = r.pick("seeds", seeds_flag, file.seeds, comma_list, Ok);
+    let mut seed_list = Vec::new();
+    if let Some((list, src)) = seeds {
+        for seed in list {
+            match seed.rsplit_once(':') {
+                Some((host, port))
+                    if !host.is_empty() && port.parse::<u16>().is_ok_and(|p| p > 0) =>
+                {
+                    seed_list.push(seed)
+                }
+                _ => r.problem("seeds", src, format!("`{seed}` is not host:port")),
+            }
+        }
+    }
+    let advertise_raw = r.pick(
+        "gossip_advertise",
+        args.gossip_advertise.clone(),
+        file.gossip_advertise,
+        |s| Ok(s.to_string()),
+        Ok,
+    );
+    let advertise = match (advertise_raw, listen) {
+        (Some((raw, src)), _) => match raw.trim().parse::<SocketAddr>() {
+            Ok(a) if !a.ip().is_unspecified() && a.port() != 0 => Some(a),
+            _ => {
+                r.problem(
+                    "gossip_advertise",
+                    src,
+                    format!("`{raw}` must be a concrete ip:port that peers can dial"),
+                );
+                None
+            }
+        },
+        (None, Some(l)) => match derive_advertise(l, !seed_list.is_empty()) {
+            Ok(a) => Some(a),
+            Err(e) => {
+                r.problems
+                    .push(ConfigProblem(format!("gossip_advertise: {e}")));
+                None
+            }
+        },
+        (None, None) => None,
+    };
+
+    let ca = r.pick(
+        "tls_ca",
+        args.tls_ca.clone(),
+        file.tls_ca,
+        |s| Ok(PathBuf::from(s)),
+        Ok,
+    );
+    let cert = r.pick(
+        "tls_cert",
+        args.tls_cert.clone(),
+        file.tls_cert,
+        |s| Ok(PathBuf::from(s)),
+        Ok,
+    );
+    let key = r.pick(
+        "tls_key",
+        args.tls_key.clone(),
+        file.tls_key,
+        |s| Ok(PathBuf::from(s)),
+        Ok,
+    );
+    let tls = match (ca, cert, key) {
+        (None, None, None) => TlsSource::Auto,
+        (Some((ca, _)), Some((cert, _)), Some((key, _))) => TlsSource::Files { ca, cert, key },
+        _ => {
+            r.problems.push(ConfigProblem(
+                "tls_ca, tls_cert, tls_key: give all three or none (none makes a private CA under --data-dir/tls)".into(),
+            ));
+            TlsSource::Auto
+        }
+    };
+    let gossip_interval = match r.pick_duration(
+        "gossip_interval",
+        args.gossip_interval,
+        file.gossip_interval,
+    ) {
+        Some((v, src)) if v < Duration::from_millis(10) || v > Duration::from_secs(60) => {
+            r.problem("gossip_interval", src, "must be between 10ms and 60s");
+            DEFAULT_GOSSIP_INTERVAL
+        }
+        Some((v, _)) => v,
+        None => DEFAULT_GOSSIP_INTERVAL,
+    };
+    let grace = match r.pick_duration(
+        "dead_node_grace_period",
+        args.dead_node_grace_period,
+        file.dead_node_grace_period,
+    ) {
+        Some((v, src)) if v < Duration::from_secs(1) => {
+            r.problem("dead_node_grace_period", src, "must be at least 1s");
+            Duration::from_secs(900)
+        }
+        Some((v, _)) => v,
+        None => Duration::from_secs(900),
+    };
+    let cidr_flag = (!args.allow_worker_cidrs.is_empty()).then(|| args.allow_worker_cidrs.clone());
+    let mut allow = Vec::new();
+    if let Some((list, src)) = r.pick(
+        "allow_worker_cidr",
+        cidr_flag,
+        file.allow_worker_cidr,
+        comma_list,
+        Ok,
+    ) {
+        for raw in list {
+            let parsed = raw
+                .parse::<ipnet::IpNet>()
+                .or_else(|_| raw.parse::<std::net::IpAddr>().map(ipnet::IpNet::from));
+            match parsed {
+                Ok(n) => allow.push(n.trunc()),
+                Err(_) => r.problem(
+                    "allow_worker_cidr",
+                    src,
+                    format!("`{raw}` is not a network; write it like 10.0.0.0/8"),
+                ),
+            }
+        }
+    }
+    if r.problems.len() > before {
+        return None;
+    }
+    Some(ClusterConfig {
+        cluster_id,
+        gossip_listen: listen?,
+        gossip_advertise: advertise?,
+        seeds: seed_list,
+        tls,
+        gossip_interval,
+        dead_node_grace_period: grace,
+        allow_worker_cidrs: allow,
+    })
+}
+
+/// The advertise address when none is given: the listen address if it is concrete;
+/// else the address of the interface that routes outward (found without sending a
+/// packet); else, for a node without seeds, loopback (a single-node cluster works).
+fn derive_advertise(listen: SocketAddr, has_seeds: bool) -> Result<SocketAddr, String> {
+    if !listen.ip().is_unspecified() {
+        return Ok(listen);
+    }
+    let outbound = std::net::UdpSocket::bind(("0.0.0.0", 0))
+        .and_then(|s| s.connect(("192.0.2.1", 9)).map(|()| s))
+        .and_then(|s| s.local_addr())
+        .ok()
+        .map(|a| a.ip())
+        .filter(|ip| !ip.is_loopback() && !ip.is_unspecified());
+    match outbound {
+        Some(ip) => Ok(SocketAddr::new(ip, listen.port())),
+        None if !has_seeds => Ok(SocketAddr::new(
+            std::net::Ipv4Addr::LOCALHOST.into(),
+            listen.port(),
+        )),
+        None => Err(format!(
+            "cannot find a non-loopback address to advertise for {listen}; set --gossip-advertise to the address peers should dial"
+        )),
+    }
 }
 
 fn read_file(path: &Path) -> Result<FileConfig, String> {

@@ -9,6 +9,7 @@ pub mod admin;
 pub mod app;
 pub mod cli;
 pub mod client;
+pub mod cluster_sync;
 pub mod config;
 pub mod declarative;
 pub mod health_settings;
@@ -21,6 +22,7 @@ pub mod readiness;
 pub mod registry;
 pub mod shutdown;
 pub mod store;
+pub mod tls_commands;
 pub mod version;
 
 /// Installs `ring` as the process-wide rustls provider (see docs/decisions.md).

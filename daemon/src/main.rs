@@ -12,6 +12,8 @@ fn main() -> ExitCode {
     match cli.command {
         Command::Agent(args) => run_agent(&args),
         Command::Workers { client, command } => probemesh::client::run(client, command),
+        Command::Members { client } => probemesh::client::run_members(client),
+        Command::Tls { command } => probemesh::tls_commands::run(command),
         Command::Version => {
             println!(
                 "probemesh {} (revision {}, protocol {})",

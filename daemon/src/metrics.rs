@@ -5,12 +5,18 @@
 
 use crate::registry::View;
 use probemesh_gossip::model::Status;
+use probemesh_gossip::transport::TransportMetrics;
+use prometheus_client::collector::Collector;
 use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
+use prometheus_client::metrics::counter::ConstCounter;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::ConstGauge;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 /// Content type of the exposition format produced by [`Metrics::render`].
@@ -38,6 +44,11 @@ struct ReasonLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct MemberLabels {
+    state: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct BuildLabels {
     version: &'static str,
     revision: &'static str,
@@ -58,6 +69,97 @@ pub struct Metrics {
     store_commits: Counter,
     store_errors: Counter,
     store_commit_duration: Histogram,
+    members: Family<MemberLabels, Gauge>,
+    gossip_malformed_values: Gauge,
+    transport: Arc<OnceLock<Arc<TransportMetrics>>>,
+}
+
+/// Exports the gossip transport's own counters at scrape time.
+#[derive(Debug)]
+struct TransportCollector(Arc<OnceLock<Arc<TransportMetrics>>>);
+
+impl Collector for TransportCollector {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let Some(t) = self.0.get() else {
+            return Ok(());
+        };
+        let s = t.snapshot();
+        let counters: [(&str, &str, u64); 12] = [
+            (
+                "gossip_messages_out",
+                "Gossip messages sent",
+                s.messages_out,
+            ),
+            (
+                "gossip_bytes_out",
+                "Bytes of gossip messages sent",
+                s.bytes_out,
+            ),
+            (
+                "gossip_messages_in",
+                "Gossip messages received",
+                s.messages_in,
+            ),
+            (
+                "gossip_bytes_in",
+                "Bytes of gossip messages received",
+                s.bytes_in,
+            ),
+            (
+                "gossip_dropped_send_queue_full",
+                "Gossip messages dropped: peer send queue full",
+                s.dropped_send_queue_full,
+            ),
+            (
+                "gossip_dropped_recv_queue_full",
+                "Gossip messages dropped: receive queue full",
+                s.dropped_recv_queue_full,
+            ),
+            (
+                "gossip_dropped_send_failed",
+                "Gossip messages dropped: peer unreachable",
+                s.dropped_send_failed,
+            ),
+            (
+                "gossip_malformed_messages",
+                "Gossip messages that did not decode",
+                s.malformed,
+            ),
+            (
+                "gossip_oversized_messages",
+                "Gossip messages over the size limit",
+                s.oversized,
+            ),
+            (
+                "gossip_connections_dialed",
+                "QUIC connections opened to peers",
+                s.connections_dialed,
+            ),
+            (
+                "gossip_connections_accepted",
+                "QUIC connections accepted from peers",
+                s.connections_accepted,
+            ),
+            (
+                "gossip_handshake_failures",
+                "QUIC/TLS handshakes that failed (foreign CA, timeouts)",
+                s.handshake_failures,
+            ),
+        ];
+        for (name, help, value) in counters {
+            let c = ConstCounter::new(value);
+            let enc = encoder.encode_descriptor(name, help, None, c.metric_type())?;
+            c.encode(enc)?;
+        }
+        let g = ConstGauge::new(i64::try_from(s.connections_open).unwrap_or(i64::MAX));
+        let enc = encoder.encode_descriptor(
+            "gossip_connections_open",
+            "QUIC connections open",
+            None,
+            g.metric_type(),
+        )?;
+        g.encode(enc)
+    }
 }
 
 impl Default for Metrics {
@@ -86,8 +188,22 @@ impl Metrics {
             store_commit_duration: Histogram::new([
                 0.0001, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.5,
             ]),
+            members: Family::default(),
+            gossip_malformed_values: Gauge::default(),
+            transport: Arc::new(OnceLock::new()),
             registry: Registry::default(),
         };
+        registry.register(
+            "members",
+            "Cluster members by state, as this node sees them",
+            m.members.clone(),
+        );
+        registry.register(
+            "gossip_malformed_values",
+            "Values in the gossiped cluster state that failed to decode (ignored)",
+            m.gossip_malformed_values.clone(),
+        );
+        registry.register_collector(Box::new(TransportCollector(Arc::clone(&m.transport))));
         registry.register(
             "workers",
             "Workers in the local view, by this node's status",
@@ -183,6 +299,26 @@ impl Metrics {
     /// Counts expired tombstones.
     pub fn tombstones_expired(&self, n: u64) {
         self.tombstones_expired.inc_by(n);
+    }
+
+    /// Attaches the gossip transport's counters (once gossip has started).
+    pub fn attach_transport(&self, t: Arc<TransportMetrics>) {
+        let _ = self.transport.set(t);
+    }
+
+    /// Records the member counts.
+    pub fn members(&self, alive: usize, dead: usize) {
+        for (state, n) in [("alive", alive), ("dead", dead)] {
+            self.members
+                .get_or_create(&MemberLabels { state })
+                .set(i64::try_from(n).unwrap_or(i64::MAX));
+        }
+    }
+
+    /// Records how many gossiped values failed to decode in the last snapshot.
+    pub fn gossip_malformed(&self, n: u64) {
+        self.gossip_malformed_values
+            .set(i64::try_from(n).unwrap_or(i64::MAX));
     }
 
     /// Counts one store commit attempt.

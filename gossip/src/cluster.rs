@@ -2,9 +2,10 @@
 //! which registrations each node advertises, and each node's verdicts. The daemon
 //! reconciles its local view against it.
 
-use crate::keys::{self, REG_PREFIX, STATUS_PREFIX, VERSION_KEY};
-use crate::model::{Registration, Status, WorkerId};
+use crate::keys::{self, REG_PREFIX, STATUS_PREFIX, TOMB_PREFIX, VERSION_KEY};
+use crate::model::{Registration, Status, Tombstone, WorkerId};
 use chitchat::{Chitchat, ChitchatId};
+use std::collections::BTreeSet;
 use std::collections::{BTreeMap, HashSet};
 use std::net::SocketAddr;
 
@@ -18,6 +19,11 @@ pub enum MemberState {
 }
 
 impl MemberState {
+    fn cmp_alive_first(&self, other: &MemberState) -> std::cmp::Ordering {
+        let rank = |s: &MemberState| u8::from(*s == MemberState::Alive);
+        rank(self).cmp(&rank(other))
+    }
+
     /// The API name.
     pub fn as_str(self) -> &'static str {
         match self {
@@ -60,6 +66,8 @@ pub struct Verdict {
     pub generation: u64,
     /// The status.
     pub status: Status,
+    /// When that node entered the status, in ms since the Unix epoch.
+    pub since_ms: u64,
 }
 
 /// Everything the daemon needs from the cluster state, decoded.
@@ -69,6 +77,10 @@ pub struct ClusterSnapshot {
     pub members: Vec<Member>,
     /// Per worker, the highest-generation registration any member advertises.
     pub registrations: BTreeMap<WorkerId, Advertised>,
+    /// Workers advertised by at least one live member other than this node.
+    pub advertised_by_live_peer: BTreeSet<WorkerId>,
+    /// Per worker, the newest tombstone any member publishes.
+    pub tombstones: BTreeMap<WorkerId, Tombstone>,
     /// Per worker, per live member (self excluded), its verdict.
     pub verdicts: BTreeMap<WorkerId, BTreeMap<String, Verdict>>,
     /// Values that failed to decode in this snapshot (dropped).
@@ -91,6 +103,9 @@ impl ClusterSnapshot {
                     match keys::decode_registration(id, value) {
                         Ok(reg) => {
                             owned += 1;
+                            if alive && !is_self {
+                                snap.advertised_by_live_peer.insert(reg.id.clone());
+                            }
                             let newer = snap
                                 .registrations
                                 .get(&reg.id)
@@ -107,16 +122,33 @@ impl ClusterSnapshot {
                         }
                         Err(_) => snap.malformed += 1,
                     }
+                } else if let Some(id) = key.strip_prefix(TOMB_PREFIX) {
+                    match keys::decode_tombstone(id, value) {
+                        Ok(t) => {
+                            if snap
+                                .tombstones
+                                .get(&t.id)
+                                .is_none_or(|old| old.generation < t.generation)
+                            {
+                                snap.tombstones.insert(t.id.clone(), t);
+                            }
+                        }
+                        Err(_) => snap.malformed += 1,
+                    }
                 } else if let Some(id) = key.strip_prefix(STATUS_PREFIX) {
                     if is_self || !alive {
                         continue;
                     }
                     match (WorkerId::parse(id), keys::decode_status(value)) {
-                        (Some(wid), Ok((generation, status))) => {
-                            snap.verdicts
-                                .entry(wid)
-                                .or_default()
-                                .insert(cid.node_id.to_string(), Verdict { generation, status });
+                        (Some(wid), Ok((generation, status, since_ms))) => {
+                            snap.verdicts.entry(wid).or_default().insert(
+                                cid.node_id.to_string(),
+                                Verdict {
+                                    generation,
+                                    status,
+                                    since_ms,
+                                },
+                            );
                         }
                         _ => snap.malformed += 1,
                     }
@@ -135,7 +167,23 @@ impl ClusterSnapshot {
                 version: state.get(VERSION_KEY).map(str::to_string),
             });
         }
-        snap.members.sort_by(|a, b| a.node_id.cmp(&b.node_id));
+        // A restarted node appears twice (old and new generation) until the old state
+        // is forgotten; show one member per node id, alive if any instance is.
+        snap.members.sort_by(|a, b| {
+            a.node_id
+                .cmp(&b.node_id)
+                .then(b.state.cmp_alive_first(&a.state))
+        });
+        snap.members
+            .dedup_by(|later, first| later.node_id == first.node_id);
         snap
+    }
+
+    /// Node ids of the live members, self included.
+    pub fn live_node_ids(&self) -> impl Iterator<Item = &str> {
+        self.members
+            .iter()
+            .filter(|m| m.state == MemberState::Alive)
+            .map(|m| m.node_id.as_str())
     }
 }

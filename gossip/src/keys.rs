@@ -9,7 +9,7 @@
 //! chitchat values are strings, hence base64 for the binary records.
 
 use crate::codec::{self, CodecError};
-use crate::model::{Registration, Status, WorkerId};
+use crate::model::{Registration, Status, Tombstone, WorkerId};
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD_NO_PAD;
 
@@ -17,6 +17,8 @@ use base64::engine::general_purpose::STANDARD_NO_PAD;
 pub const REG_PREFIX: &str = "reg:";
 /// Prefix of verdict keys.
 pub const STATUS_PREFIX: &str = "st:";
+/// Prefix of tombstone keys.
+pub const TOMB_PREFIX: &str = "tomb:";
 /// Key of the node's probemesh version.
 pub const VERSION_KEY: &str = "meta:version";
 
@@ -67,21 +69,52 @@ pub fn decode_registration(key_id: &str, value: &str) -> Result<Registration, Va
     Ok(r)
 }
 
-/// Encodes a verdict.
-pub fn encode_status(generation: u64, status: Status) -> String {
-    format!("{generation}:{status}")
+/// The tombstone key of `id`.
+pub fn tomb_key(id: &WorkerId) -> String {
+    format!("{TOMB_PREFIX}{id}")
 }
 
-/// Decodes a verdict.
-pub fn decode_status(value: &str) -> Result<(u64, Status), ValueError> {
-    let (g, s) = value
-        .split_once(':')
-        .ok_or(ValueError::Inconsistent("verdict without ':'"))?;
+/// Encodes a tombstone as a chitchat value.
+pub fn encode_tombstone(t: &Tombstone) -> Result<String, CodecError> {
+    Ok(STANDARD_NO_PAD.encode(codec::encode(t)?))
+}
+
+/// Decodes a tombstone published under `key_id`.
+pub fn decode_tombstone(key_id: &str, value: &str) -> Result<Tombstone, ValueError> {
+    let bytes = STANDARD_NO_PAD
+        .decode(value.as_bytes())
+        .map_err(|_| ValueError::Base64)?;
+    let t: Tombstone = codec::decode(&bytes)?;
+    if t.id.as_str() != key_id || t.url.id() != t.id {
+        return Err(ValueError::Inconsistent(
+            "tombstone id does not match its URL or key",
+        ));
+    }
+    Ok(t)
+}
+
+/// Encodes a verdict: generation, status and when the status was entered (ms since
+/// the Unix epoch).
+pub fn encode_status(generation: u64, status: Status, since_ms: u64) -> String {
+    format!("{generation}:{status}:{since_ms}")
+}
+
+/// Decodes a verdict into (generation, status, since_ms).
+pub fn decode_status(value: &str) -> Result<(u64, Status, u64), ValueError> {
+    let mut parts = value.splitn(3, ':');
+    let (Some(g), Some(s), Some(t)) = (parts.next(), parts.next(), parts.next()) else {
+        return Err(ValueError::Inconsistent(
+            "verdict is not generation:status:since",
+        ));
+    };
     let g = g
         .parse()
         .map_err(|_| ValueError::Inconsistent("verdict generation"))?;
     let s = Status::parse(s).ok_or(ValueError::Inconsistent("verdict status"))?;
-    Ok((g, s))
+    let t = t
+        .parse()
+        .map_err(|_| ValueError::Inconsistent("verdict time"))?;
+    Ok((g, s, t))
 }
 
 #[cfg(test)]
@@ -119,10 +152,18 @@ mod tests {
     #[test]
     fn verdicts_round_trip_and_reject_garbage() {
         assert_eq!(
-            decode_status(&encode_status(7, Status::NotReady)).unwrap(),
-            (7, Status::NotReady)
+            decode_status(&encode_status(7, Status::NotReady, 9)).unwrap(),
+            (7, Status::NotReady, 9)
         );
-        for bad in ["", "7", "x:ready", "7:bogus", ":ready"] {
+        for bad in [
+            "",
+            "7",
+            "x:ready:1",
+            "7:bogus:1",
+            ":ready:1",
+            "7:ready",
+            "7:ready:x",
+        ] {
             assert!(decode_status(bad).is_err(), "{bad}");
         }
     }

@@ -3,7 +3,6 @@
 
 use crate::cluster::ClusterSnapshot;
 use crate::keys;
-use crate::model::{Registration, Status, WorkerId};
 use chitchat::transport::Transport;
 use chitchat::{ChitchatConfig, ChitchatHandle, ChitchatId, FailureDetectorConfig, ListenerHandle};
 use std::net::SocketAddr;
@@ -109,52 +108,23 @@ impl GossipHandle {
         self.changed.notified().await;
     }
 
-    /// Advertises a registration.
-    pub async fn publish_registration(
-        &self,
-        reg: &Registration,
-    ) -> Result<(), crate::codec::CodecError> {
-        let value = keys::encode_registration(reg)?;
-        let key = keys::reg_key(&reg.id);
-        self.handle
-            .with_chitchat(|c| c.self_node_state().set(key.clone(), value.clone()))
-            .await;
-        Ok(())
-    }
-
-    /// Publishes this node's verdict on a worker.
-    pub async fn publish_status(&self, id: &WorkerId, generation: u64, status: Status) {
-        let key = keys::status_key(id);
-        let value = keys::encode_status(generation, status);
-        self.handle
-            .with_chitchat(|c| c.self_node_state().set(key.clone(), value.clone()))
-            .await;
-    }
-
-    /// Stops advertising a worker (registration and verdict).
-    pub async fn withdraw(&self, id: &WorkerId) {
-        let (rk, sk) = (keys::reg_key(id), keys::status_key(id));
+    /// Sets (`Some`) or deletes (`None`) keys of this node, in one critical section.
+    pub async fn update_keys(&self, changes: Vec<(String, Option<String>)>) {
+        if changes.is_empty() {
+            return;
+        }
         self.handle
             .with_chitchat(|c| {
                 let state = c.self_node_state();
-                if state.get(&rk).is_some() {
-                    state.delete(&rk);
-                }
-                if state.get(&sk).is_some() {
-                    state.delete(&sk);
-                }
-            })
-            .await;
-    }
-
-    /// Stops publishing a verdict only.
-    pub async fn withdraw_status(&self, id: &WorkerId) {
-        let sk = keys::status_key(id);
-        self.handle
-            .with_chitchat(|c| {
-                let state = c.self_node_state();
-                if state.get(&sk).is_some() {
-                    state.delete(&sk);
+                for (key, value) in &changes {
+                    match value {
+                        Some(v) => state.set(key.clone(), v.clone()),
+                        None => {
+                            if state.get(key).is_some() {
+                                state.delete(key);
+                            }
+                        }
+                    }
                 }
             })
             .await;

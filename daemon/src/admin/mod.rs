@@ -9,6 +9,7 @@
 //! | `GET /v1/workers/{id}` | [`workers::get`] |
 //! | `PATCH /v1/workers/{id}` | [`workers::update`] |
 //! | `DELETE /v1/workers/{id}` | [`workers::delete`] |
+//! | `GET /v1/members` | [`members::list`] |
 //! | `GET /metrics` | [`status::metrics`] |
 //!
 //! Mutating requests pass [`auth::require_token`] when `--admin-token` is set. Every
@@ -17,6 +18,7 @@
 pub mod auth;
 pub mod body;
 pub mod error;
+pub mod members;
 pub mod spec_input;
 pub mod status;
 pub mod worker_json;
@@ -51,6 +53,7 @@ pub fn router(state: Arc<AdminState>) -> Router {
                 .patch(workers::update)
                 .delete(workers::delete),
         )
+        .route("/v1/members", get(members::list))
         .route("/metrics", get(status::metrics))
         .route_layer(axum::middleware::from_fn_with_state(
             Arc::clone(&state),

@@ -66,7 +66,7 @@ struct ProbeJson<'a> {
 pub struct ViewJson {
     /// That member's status for the worker.
     pub status: Status,
-    /// When that status was entered.
+    /// When that member entered the status.
     pub updated_at: String,
 }
 

@@ -143,6 +143,22 @@ fn one(state: &AdminState, id: &WorkerId, with_views: bool) -> Result<(u64, Valu
                 updated_at: rfc3339(e.status_since),
             },
         );
+        // Peers' verdicts on this generation, from the live members only.
+        if let Some(peers) = node.cluster().verdicts.get(id) {
+            for (peer, v) in peers
+                .iter()
+                .filter(|(_, v)| v.generation == e.reg.generation)
+            {
+                let at = std::time::UNIX_EPOCH + std::time::Duration::from_millis(v.since_ms);
+                views.insert(
+                    peer.clone(),
+                    ViewJson {
+                        status: v.status,
+                        updated_at: rfc3339(at),
+                    },
+                );
+            }
+        }
         w = w.with_views(views);
     }
     let value = serde_json::to_value(&w)

@@ -30,6 +30,37 @@ pub fn run(args: ClientArgs, cmd: WorkersCommand) -> ExitCode {
     }
 }
 
+/// Runs `probemesh members`.
+pub fn run_members(args: ClientArgs) -> ExitCode {
+    let rt = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the client runtime: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    let result = rt.block_on(async {
+        let api = Api::new(&args)?;
+        let v = api.call(reqwest::Method::GET, "/v1/members", None).await?;
+        if args.json {
+            println!("{}", serde_json::to_string_pretty(&v).unwrap_or_default());
+        } else {
+            print!("{}", table::members(&v));
+        }
+        anyhow::Ok(())
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::from(1)
+        }
+    }
+}
+
 struct Api {
     base: String,
     token: Option<String>,
@@ -37,6 +68,17 @@ struct Api {
 }
 
 impl Api {
+    fn new(args: &ClientArgs) -> anyhow::Result<Api> {
+        Ok(Api {
+            base: args.admin.trim_end_matches('/').to_string(),
+            token: args.token.clone().filter(|t| !t.is_empty()),
+            http: reqwest::Client::builder()
+                .no_proxy()
+                .build()
+                .context("building the HTTP client")?,
+        })
+    }
+
     async fn call(
         &self,
         method: reqwest::Method,

@@ -70,6 +70,31 @@ pub fn workers(list: &Value) -> String {
     out
 }
 
+/// The `members` table.
+pub fn members(list: &Value) -> String {
+    let empty = Vec::new();
+    let rows: Vec<Vec<String>> = list["members"]
+        .as_array()
+        .unwrap_or(&empty)
+        .iter()
+        .map(|m| {
+            let name = if m["is_self"].as_bool() == Some(true) {
+                format!("{} (self)", text(&m["node_id"]))
+            } else {
+                text(&m["node_id"])
+            };
+            vec![
+                name,
+                text(&m["gossip_addr"]),
+                text(&m["state"]),
+                text(&m["workers_owned"]),
+                text(&m["version"]),
+            ]
+        })
+        .collect();
+    render(&["NODE", "GOSSIP_ADDR", "STATE", "OWNED", "VERSION"], &rows)
+}
+
 /// The `workers get` output: fields, then one line per member view.
 pub fn worker_detail(w: &Value) -> String {
     let mut rows = Vec::new();

@@ -8,4 +8,5 @@
 //!   retried (SPEC S6, S6b, S7).
 
 pub mod eviction;
+pub mod import;
 pub mod state_machine;

@@ -14,6 +14,7 @@ use crate::probe::check::ProbeReport;
 use crate::probe::{Command as ProbeCommand, schedule::Task};
 use crate::registry::{Entry, LastProbe, Origin, Registry, Transition};
 use crate::store::{Mutation, Store, StoreError};
+use probemesh_gossip::cluster::ClusterSnapshot;
 use probemesh_gossip::model::{
     EvictionReason, Registration, Status, Tombstone, WorkerId, WorkerSpec,
 };
@@ -59,6 +60,8 @@ pub struct NodeSettings {
     pub remove_failed: bool,
     /// `--tombstone-ttl`.
     pub tombstone_ttl: Duration,
+    /// `--allow-worker-cidr`; empty allows every worker.
+    pub allow: Vec<ipnet::IpNet>,
 }
 
 /// What the probe engine should do after a probe result was applied.
@@ -74,6 +77,8 @@ pub enum NextStep {
     Stop,
 }
 
+mod peers;
+
 /// The node's state and operations. Shared as `Arc<Node>` by the admin API, the probe
 /// engine and the background tasks.
 #[derive(Debug)]
@@ -84,6 +89,8 @@ pub struct Node {
     gate: tokio::sync::Mutex<()>,
     probe_tx: UnboundedSender<ProbeCommand>,
     metrics: Arc<Metrics>,
+    /// The cluster as last read from gossip (members, verdicts); empty when alone.
+    cluster: std::sync::RwLock<Arc<ClusterSnapshot>>,
 }
 
 /// Milliseconds since the Unix epoch.
@@ -120,6 +127,7 @@ impl Node {
             gate: tokio::sync::Mutex::new(()),
             probe_tx,
             metrics,
+            cluster: std::sync::RwLock::new(Arc::new(ClusterSnapshot::default())),
         }
     }
 
@@ -199,6 +207,12 @@ impl Node {
     /// Registers a worker owned by this node (SPEC S1). Returns the entry and whether
     /// it was created (`false`: the same spec was already registered).
     pub async fn register(&self, spec: WorkerSpec) -> Result<(Entry, bool), NodeError> {
+        if !self.allowed(&spec) {
+            return Err(NodeError::Invalid(format!(
+                "url: the host of {} is not in an allowed network (--allow-worker-cidr); workers must be IP addresses inside those networks",
+                spec.url
+            )));
+        }
         let id = spec.url.id();
         let _gate = self.gate.lock().await;
         if let Some(existing) = self.registry.get(&id) {
@@ -385,9 +399,10 @@ impl Node {
         if entry.status != Status::Failed {
             return NextStep::Probe(health.interval);
         }
-        // In a one-node cluster no peer tracks the worker; the gossip layer will supply
-        // the peers' verdicts here.
-        if eviction::should_evict_failed(self.settings.remove_failed, entry.status, []) {
+        // Every other live member that tracks this generation must hold it failed too
+        // (S6 b): one sick node never evicts a worker for everyone.
+        let peers = self.peer_verdicts(id, generation);
+        if eviction::should_evict_failed(self.settings.remove_failed, entry.status, peers) {
             NextStep::Evict
         } else {
             NextStep::Retry(eviction::backoff(entry.retry_attempts))

@@ -1,0 +1,129 @@
+//! The bridge between the local view and gossip, run as one task.
+//!
+//! Level-triggered and idempotent: whenever the local view or a peer's keys change (and
+//! at least every gossip interval, to see deletions and membership changes), it
+//! - reads the cluster snapshot and hands it to the node (members, peers' verdicts);
+//! - imports peers' registrations and tombstones (rules in `lifecycle::import`);
+//! - publishes this node's keys: the registrations it owns or has adopted, its verdict
+//!   on every worker it tracks, and every tombstone it holds; only differences from
+//!   what it published last are written.
+
+use crate::lifecycle::import::{self, LocalWorker};
+use crate::node::Node;
+use crate::registry::Origin;
+use probemesh_gossip::keys;
+use probemesh_gossip::model::WorkerId;
+use probemesh_gossip::node::GossipHandle;
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio_util::sync::CancellationToken;
+
+/// Runs until `stop`.
+pub async fn run(
+    node: Arc<Node>,
+    gossip: Arc<GossipHandle>,
+    interval: Duration,
+    stop: CancellationToken,
+) {
+    let mut index_rx = node.registry().subscribe();
+    let mut published: HashMap<String, String> = HashMap::new();
+    let mut tick = tokio::time::interval(interval);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            () = stop.cancelled() => break,
+            _ = index_rx.changed() => {}
+            () = gossip.changed() => {}
+            _ = tick.tick() => {}
+        }
+        sync_once(&node, &gossip, &mut published).await;
+    }
+}
+
+/// One reconciliation in both directions.
+pub async fn sync_once(
+    node: &Arc<Node>,
+    gossip: &GossipHandle,
+    published: &mut HashMap<String, String>,
+) {
+    let snap = gossip.snapshot().await;
+    node.metrics().gossip_malformed(snap.malformed);
+    let alive = snap.live_node_ids().count();
+    node.metrics().members(alive, snap.members.len() - alive);
+    let actions = {
+        let view = node.registry().read();
+        let local: BTreeMap<WorkerId, LocalWorker<'_>> = view
+            .workers
+            .iter()
+            .map(|(id, e)| {
+                (
+                    id.clone(),
+                    LocalWorker {
+                        generation: e.reg.generation,
+                        origin: e.origin,
+                        spec: &e.reg.spec,
+                    },
+                )
+            })
+            .collect();
+        import::plan(
+            node.node_id(),
+            &local,
+            &snap.registrations,
+            &snap.tombstones,
+            |id| node.stored_tombstone_generation(id),
+            |spec| node.allowed(spec),
+        )
+    };
+    let adopter = import::is_adopter(node.node_id(), snap.live_node_ids());
+    let orphans_owned_elsewhere = snap.advertised_by_live_peer.clone();
+    node.set_cluster(snap);
+    for action in actions {
+        if let Err(e) = node.apply_import(action).await {
+            tracing::warn!(error = %e, "could not apply a change learned from a peer; will retry");
+        }
+    }
+
+    // What this node should be publishing now.
+    let mut desired: HashMap<String, String> = HashMap::new();
+    {
+        let view = node.registry().read();
+        for (id, e) in &view.workers {
+            desired.insert(
+                keys::status_key(id),
+                keys::encode_status(
+                    e.reg.generation,
+                    e.status,
+                    crate::node::unix_ms(e.status_since),
+                ),
+            );
+            let owns = e.origin == Origin::Local;
+            let adopts =
+                e.origin == Origin::Peer && adopter && !orphans_owned_elsewhere.contains(id);
+            if (owns || adopts)
+                && let Ok(v) = keys::encode_registration(&e.reg)
+            {
+                desired.insert(keys::reg_key(id), v);
+            }
+        }
+    }
+    for t in node.stored_tombstones() {
+        if let Ok(v) = keys::encode_tombstone(&t) {
+            desired.insert(keys::tomb_key(&t.id), v);
+        }
+    }
+    let mut changes = Vec::new();
+    for (k, v) in &desired {
+        if published.get(k) != Some(v) {
+            changes.push((k.clone(), Some(v.clone())));
+        }
+    }
+    for k in published.keys() {
+        if !desired.contains_key(k) {
+            changes.push((k.clone(), None));
+        }
+    }
+    gossip.update_keys(changes).await;
+    *published = desired;
+}

@@ -1,0 +1,242 @@
+//! What a node does with the cluster's registrations and tombstones (SPEC S2, S6, S7,
+//! S8). Pure: the caller supplies the local view, the cluster snapshot and the
+//! allowlist, and applies the returned actions.
+
+use crate::registry::Origin;
+use probemesh_gossip::cluster::Advertised;
+use probemesh_gossip::model::{Registration, Tombstone, WorkerId, WorkerSpec};
+use std::collections::BTreeMap;
+
+/// One local worker, as the planner needs it.
+#[derive(Clone, Debug)]
+pub struct LocalWorker<'a> {
+    /// Its generation.
+    pub generation: u64,
+    /// How this node learned it.
+    pub origin: Origin,
+    /// Its spec.
+    pub spec: &'a WorkerSpec,
+}
+
+/// A change to make to the local view.
+#[derive(Clone, Debug, PartialEq)]
+pub enum ImportAction {
+    /// A worker this node did not know: enters as `pending` (S2).
+    Insert(Registration),
+    /// A newer generation replaces the local one: `pending` again (S7).
+    Replace(Registration),
+    /// Same generation, new metadata (PATCH elsewhere): status kept (S9).
+    UpdateSpec(Registration),
+    /// A tombstone this node has not applied yet: record it and drop the worker (S6).
+    Tombstone(Tombstone),
+}
+
+/// Plans the import. `tombstones` holds the newest tombstone per worker known anywhere
+/// (locally stored or gossiped); `allowed` says whether a worker may be probed here.
+pub fn plan(
+    self_id: &str,
+    local: &BTreeMap<WorkerId, LocalWorker<'_>>,
+    advertised: &BTreeMap<WorkerId, Advertised>,
+    gossiped_tombstones: &BTreeMap<WorkerId, Tombstone>,
+    stored_tombstone_gen: impl Fn(&WorkerId) -> Option<u64>,
+    allowed: impl Fn(&WorkerSpec) -> bool,
+) -> Vec<ImportAction> {
+    let mut out = Vec::new();
+    let dead_up_to = |id: &WorkerId| {
+        let gossiped = gossiped_tombstones.get(id).map(|t| t.generation);
+        gossiped.max(stored_tombstone_gen(id))
+    };
+    for (id, t) in gossiped_tombstones {
+        if stored_tombstone_gen(id).is_none_or(|g| g < t.generation) {
+            out.push(ImportAction::Tombstone(t.clone()));
+        }
+    }
+    for (id, adv) in advertised {
+        let reg = &adv.reg;
+        if adv.by == self_id
+            || dead_up_to(id).is_some_and(|g| g >= reg.generation)
+            || !allowed(&reg.spec)
+        {
+            continue;
+        }
+        match local.get(id) {
+            None => out.push(ImportAction::Insert(reg.clone())),
+            Some(l) if l.generation < reg.generation => {
+                out.push(ImportAction::Replace(reg.clone()))
+            }
+            Some(l)
+                if l.generation == reg.generation
+                    && l.origin == Origin::Peer
+                    && *l.spec != reg.spec =>
+            {
+                out.push(ImportAction::UpdateSpec(reg.clone()));
+            }
+            Some(_) => {}
+        }
+    }
+    out
+}
+
+/// Whether this node must advertise registrations that no live member advertises any
+/// more (their owner died, S8): the live member with the smallest node id does, so the
+/// cluster agrees on one adopter without a vote.
+pub fn is_adopter<'a>(self_id: &str, live_members: impl IntoIterator<Item = &'a str>) -> bool {
+    live_members.into_iter().min().is_none_or(|m| m >= self_id)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use probemesh_gossip::model::{EvictionReason, WorkerUrl};
+
+    fn reg(port: u16, generation: u64, owner: &str) -> Registration {
+        let url = WorkerUrl::parse(&format!("http://10.0.0.1:{port}")).unwrap();
+        Registration {
+            id: url.id(),
+            generation,
+            owner: owner.into(),
+            registered_at_ms: 0,
+            spec: WorkerSpec::new(url),
+        }
+    }
+
+    fn adv(r: &Registration, by: &str) -> (WorkerId, Advertised) {
+        (
+            r.id.clone(),
+            Advertised {
+                reg: r.clone(),
+                by: by.into(),
+            },
+        )
+    }
+
+    fn tomb(r: &Registration) -> Tombstone {
+        Tombstone {
+            id: r.id.clone(),
+            url: r.spec.url.clone(),
+            generation: r.generation,
+            reason: EvictionReason::Deleted,
+            writer: "x".into(),
+            deleted_at_ms: 0,
+            expires_at_ms: u64::MAX,
+        }
+    }
+
+    fn run(
+        local: &BTreeMap<WorkerId, LocalWorker<'_>>,
+        advertised: &[(WorkerId, Advertised)],
+        tombs: &[Tombstone],
+    ) -> Vec<ImportAction> {
+        let advertised: BTreeMap<_, _> = advertised.iter().cloned().collect();
+        let tombs: BTreeMap<_, _> = tombs.iter().map(|t| (t.id.clone(), t.clone())).collect();
+        plan("me", local, &advertised, &tombs, |_| None, |_| true)
+    }
+
+    #[test]
+    fn unknown_peer_workers_are_inserted_and_own_ones_skipped() {
+        let a = reg(1, 1, "peer");
+        let mine = reg(2, 1, "me");
+        let actions = run(&BTreeMap::new(), &[adv(&a, "peer"), adv(&mine, "me")], &[]);
+        assert_eq!(actions, vec![ImportAction::Insert(a)]);
+    }
+
+    #[test]
+    fn newer_generations_replace_and_same_generation_updates_spec_only_for_peers() {
+        let old = reg(1, 1, "peer");
+        let newer = reg(1, 2, "peer");
+        let mut local = BTreeMap::new();
+        local.insert(
+            old.id.clone(),
+            LocalWorker {
+                generation: 1,
+                origin: Origin::Peer,
+                spec: &old.spec,
+            },
+        );
+        assert_eq!(
+            run(&local, &[adv(&newer, "peer")], &[]),
+            vec![ImportAction::Replace(newer.clone())]
+        );
+        let mut patched = old.clone();
+        patched.spec.priority = 9;
+        assert_eq!(
+            run(&local, &[adv(&patched, "peer")], &[]),
+            vec![ImportAction::UpdateSpec(patched.clone())]
+        );
+        let mut local_own = BTreeMap::new();
+        local_own.insert(
+            old.id.clone(),
+            LocalWorker {
+                generation: 1,
+                origin: Origin::Local,
+                spec: &old.spec,
+            },
+        );
+        assert!(
+            run(&local_own, &[adv(&patched, "peer")], &[]).is_empty(),
+            "a peer never rewrites a local registration"
+        );
+        assert!(
+            run(&local, &[adv(&old, "peer")], &[]).is_empty(),
+            "nothing to do when equal"
+        );
+    }
+
+    #[test]
+    fn tombstoned_generations_are_never_imported_and_tombstones_are_applied_once() {
+        let r = reg(1, 3, "peer");
+        let t = tomb(&r);
+        assert_eq!(
+            run(
+                &BTreeMap::new(),
+                &[adv(&r, "peer")],
+                std::slice::from_ref(&t)
+            ),
+            vec![ImportAction::Tombstone(t.clone())]
+        );
+        let advertised: BTreeMap<_, _> = [adv(&r, "peer")].into_iter().collect();
+        let tombs: BTreeMap<_, _> = [(t.id.clone(), t.clone())].into_iter().collect();
+        let stored = plan(
+            "me",
+            &BTreeMap::new(),
+            &advertised,
+            &tombs,
+            |_| Some(3),
+            |_| true,
+        );
+        assert!(stored.is_empty(), "already stored: nothing");
+        let newer = reg(1, 4, "peer");
+        assert_eq!(
+            run(
+                &BTreeMap::new(),
+                &[adv(&newer, "peer")],
+                std::slice::from_ref(&t)
+            )[1],
+            ImportAction::Insert(newer)
+        );
+    }
+
+    #[test]
+    fn disallowed_workers_are_ignored() {
+        let a = reg(1, 1, "peer");
+        let advertised: BTreeMap<_, _> = [adv(&a, "peer")].into_iter().collect();
+        assert!(
+            plan(
+                "me",
+                &BTreeMap::new(),
+                &advertised,
+                &BTreeMap::new(),
+                |_| None,
+                |_| false
+            )
+            .is_empty()
+        );
+    }
+
+    #[test]
+    fn the_smallest_live_node_id_adopts() {
+        assert!(is_adopter("a", ["b", "c", "a"]));
+        assert!(!is_adopter("b", ["b", "c", "a"]));
+        assert!(is_adopter("solo", []));
+    }
+}

@@ -1,0 +1,161 @@
+//! The node's side of clustering: the latest cluster snapshot, the peers' verdicts,
+//! the allowlist, and applying imported registrations and tombstones.
+
+use super::{Node, NodeError};
+use crate::lifecycle::import::ImportAction;
+use crate::registry::Origin;
+use crate::store::Mutation;
+use probemesh_gossip::cluster::ClusterSnapshot;
+use probemesh_gossip::model::{Registration, Status, Tombstone, WorkerId, WorkerSpec};
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::time::SystemTime;
+
+impl Node {
+    /// The cluster as last read from gossip.
+    pub fn cluster(&self) -> Arc<ClusterSnapshot> {
+        Arc::clone(&self.cluster.read().unwrap_or_else(|e| e.into_inner()))
+    }
+
+    /// Replaces the cluster snapshot (by the cluster sync task).
+    pub fn set_cluster(&self, snap: ClusterSnapshot) {
+        *self.cluster.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(snap);
+    }
+
+    /// The other live members' verdicts on `generation` of `id`.
+    pub fn peer_verdicts(&self, id: &WorkerId, generation: u64) -> Vec<Status> {
+        self.cluster()
+            .verdicts
+            .get(id)
+            .map(|by_node| {
+                by_node
+                    .values()
+                    .filter(|v| v.generation == generation)
+                    .map(|v| v.status)
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    /// Whether `spec` may be registered and probed here (`--allow-worker-cidr`). With an
+    /// allowlist, the host must be an IP address inside it: a DNS name could resolve
+    /// anywhere, so it is refused.
+    pub fn allowed(&self, spec: &WorkerSpec) -> bool {
+        if self.settings.allow.is_empty() {
+            return true;
+        }
+        let host = spec
+            .url
+            .host()
+            .trim_start_matches('[')
+            .trim_end_matches(']');
+        host.parse::<IpAddr>()
+            .is_ok_and(|ip| self.settings.allow.iter().any(|net| net.contains(&ip)))
+    }
+
+    /// The generation up to which `id` is tombstoned in the store, if any.
+    pub fn stored_tombstone_generation(&self, id: &WorkerId) -> Option<u64> {
+        self.lock_store()
+            .state()
+            .tombstones
+            .get(id)
+            .map(|t| t.generation)
+    }
+
+    /// Every stored tombstone (to republish them).
+    pub fn stored_tombstones(&self) -> Vec<Tombstone> {
+        self.lock_store()
+            .state()
+            .tombstones
+            .values()
+            .cloned()
+            .collect()
+    }
+
+    /// Applies one planned import action.
+    pub async fn apply_import(&self, action: ImportAction) -> Result<(), NodeError> {
+        let _gate = self.gate.lock().await;
+        match action {
+            ImportAction::Insert(reg) => {
+                if self.registry.get(&reg.id).is_none() && !self.is_dead(&reg) {
+                    self.import(reg);
+                }
+            }
+            ImportAction::Replace(reg) => {
+                let current = self.registry.get(&reg.id);
+                if current
+                    .as_ref()
+                    .is_some_and(|e| e.reg.generation < reg.generation)
+                    && !self.is_dead(&reg)
+                {
+                    if current.is_some_and(|e| e.origin == Origin::Local) {
+                        // Our older registration is superseded: keep the newer one on disk
+                        // so a restart does not bring the old generation back.
+                        self.commit(Mutation::PutRegistration(reg.clone())).await?;
+                    }
+                    self.import(reg);
+                }
+            }
+            ImportAction::UpdateSpec(reg) => {
+                let Some(current) = self.registry.get(&reg.id) else {
+                    return Ok(());
+                };
+                if current.reg.generation != reg.generation || current.origin != Origin::Peer {
+                    return Ok(());
+                }
+                let interval_before = self.health(&current.reg.spec).interval;
+                if let Some((entry, transition)) =
+                    self.registry
+                        .update_spec(&reg.id, reg.spec, SystemTime::now())
+                {
+                    if let Some(t) = &transition {
+                        self.note_transition(t, &entry);
+                    }
+                    if entry.reg.spec.health.disable {
+                        self.send(crate::probe::Command::Cancel { id: reg.id.clone() });
+                    } else if current.reg.spec.health.disable
+                        || interval_before != self.health(&entry.reg.spec).interval
+                    {
+                        self.schedule_first(&entry);
+                    }
+                }
+            }
+            ImportAction::Tombstone(t) => {
+                if self
+                    .stored_tombstone_generation(&t.id)
+                    .is_some_and(|g| g >= t.generation)
+                {
+                    return Ok(());
+                }
+                self.commit(Mutation::PutTombstone(t.clone())).await?;
+                if let Some(removed) = self.registry.remove(&t.id, t.generation) {
+                    self.send(crate::probe::Command::Cancel { id: t.id.clone() });
+                    tracing::info!(worker = %t.url, id = %t.id, generation = t.generation, writer = %t.writer, reason = t.reason.as_str(), status = %removed.status, "worker evicted by a peer's tombstone");
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn is_dead(&self, reg: &Registration) -> bool {
+        self.stored_tombstone_generation(&reg.id)
+            .is_some_and(|g| g >= reg.generation)
+    }
+
+    /// Enters a peer's registration as `pending` (or `ready` with checks disabled) and
+    /// schedules its first probe at once.
+    fn import(&self, reg: Registration) {
+        let allowed = self.allowed(&reg.spec);
+        if !allowed {
+            return;
+        }
+        let origin = if reg.owner == self.settings.node_id {
+            Origin::Local
+        } else {
+            Origin::Peer
+        };
+        let entry = self.registry.insert(reg, origin, SystemTime::now());
+        tracing::info!(worker = %entry.reg.spec.url, id = %entry.reg.id, generation = entry.reg.generation, owner = %entry.reg.owner, status = %entry.status, "worker imported from a peer");
+        self.schedule_first(&entry);
+    }
+}
