@@ -61,7 +61,7 @@ pub async fn sync_once(
                     id.clone(),
                     LocalWorker {
                         generation: e.reg.generation,
-                        origin: e.origin,
+                        revision: e.reg.revision,
                         spec: &e.reg.spec,
                     },
                 )
@@ -77,7 +77,7 @@ pub async fn sync_once(
         )
     };
     let adopter = import::is_adopter(node.node_id(), snap.live_node_ids());
-    let orphans_owned_elsewhere = snap.advertised_by_live_peer.clone();
+    let advertised_by_live_peers = snap.advertised_by_live_peer.clone();
     node.set_cluster(snap);
     for action in actions {
         if let Err(e) = node.apply_import(action).await {
@@ -99,9 +99,13 @@ pub async fn sync_once(
                 ),
             );
             let owns = e.origin == Origin::Local;
-            let adopts =
-                e.origin == Origin::Peer && adopter && !orphans_owned_elsewhere.contains(id);
-            if (owns || adopts)
+            let peers_newest = advertised_by_live_peers.get(id).copied();
+            // Adopt a registration no live member advertises (its owner died, S8).
+            let adopts = e.origin == Origin::Peer && adopter && peers_newest.is_none();
+            // Carry a PATCH made here until the advertisers have taken it (S9).
+            let newer_here =
+                peers_newest.is_some_and(|best| best < (e.reg.generation, e.reg.revision));
+            if (owns || adopts || newer_here)
                 && let Ok(v) = keys::encode_registration(&e.reg)
             {
                 desired.insert(keys::reg_key(id), v);

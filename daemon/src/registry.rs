@@ -147,17 +147,19 @@ impl Registry {
         entry
     }
 
-    /// Replaces a worker's spec, keeping its status (SPEC S9), except that disabling
+    /// Replaces a worker's spec and revision, keeping its status (SPEC S9), except that disabling
     /// health checks makes it ready. Returns the new entry and any transition.
     pub fn update_spec(
         &self,
         id: &WorkerId,
         spec: WorkerSpec,
+        revision: u64,
         now: SystemTime,
     ) -> Option<(Entry, Option<Transition>)> {
         let mut view = self.write();
         let entry = view.workers.get_mut(id)?;
         entry.reg.spec = spec;
+        entry.reg.revision = revision;
         let mut transition = None;
         if entry.reg.spec.health.disable && entry.status != Status::Ready {
             transition = Some(set_status(entry, Status::Ready, "health_disabled", now));
@@ -264,6 +266,7 @@ mod tests {
             generation,
             owner: "n".into(),
             registered_at_ms: 0,
+            revision: 0,
             spec,
         }
     }
@@ -334,11 +337,13 @@ mod tests {
         let mut spec = e.reg.spec.clone();
         spec.priority = 7;
         let (e2, t) = r
-            .update_spec(&e.reg.id, spec.clone(), SystemTime::now())
+            .update_spec(&e.reg.id, spec.clone(), 1, SystemTime::now())
             .unwrap();
         assert_eq!((e2.status, t), (Status::Pending, None));
         spec.health.disable = true;
-        let (e3, t) = r.update_spec(&e.reg.id, spec, SystemTime::now()).unwrap();
+        let (e3, t) = r
+            .update_spec(&e.reg.id, spec, 1, SystemTime::now())
+            .unwrap();
         assert_eq!(e3.status, Status::Ready);
         assert_eq!(t.unwrap().reason, "health_disabled");
         assert!(

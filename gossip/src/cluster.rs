@@ -5,7 +5,6 @@
 use crate::keys::{self, REG_PREFIX, STATUS_PREFIX, TOMB_PREFIX, VERSION_KEY};
 use crate::model::{Registration, Status, Tombstone, WorkerId};
 use chitchat::{Chitchat, ChitchatId};
-use std::collections::BTreeSet;
 use std::collections::{BTreeMap, HashSet};
 use std::net::SocketAddr;
 
@@ -77,8 +76,9 @@ pub struct ClusterSnapshot {
     pub members: Vec<Member>,
     /// Per worker, the highest-generation registration any member advertises.
     pub registrations: BTreeMap<WorkerId, Advertised>,
-    /// Workers advertised by at least one live member other than this node.
-    pub advertised_by_live_peer: BTreeSet<WorkerId>,
+    /// Per worker advertised by at least one live member other than this node, the
+    /// newest (generation, revision) those members advertise.
+    pub advertised_by_live_peer: BTreeMap<WorkerId, (u64, u64)>,
     /// Per worker, the newest tombstone any member publishes.
     pub tombstones: BTreeMap<WorkerId, Tombstone>,
     /// Per worker, per live member (self excluded), its verdict.
@@ -104,12 +104,22 @@ impl ClusterSnapshot {
                         Ok(reg) => {
                             owned += 1;
                             if alive && !is_self {
-                                snap.advertised_by_live_peer.insert(reg.id.clone());
+                                let key = (reg.generation, reg.revision);
+                                let best = snap
+                                    .advertised_by_live_peer
+                                    .entry(reg.id.clone())
+                                    .or_insert(key);
+                                *best = (*best).max(key);
                             }
+                            // The newest record wins: by generation, then revision, then
+                            // advertiser id, so every node picks the same one.
+                            let rank = |r: &Registration, by: &str| {
+                                (r.generation, r.revision, by.to_string())
+                            };
                             let newer = snap
                                 .registrations
                                 .get(&reg.id)
-                                .is_none_or(|a| a.reg.generation < reg.generation);
+                                .is_none_or(|a| rank(&a.reg, &a.by) < rank(&reg, &cid.node_id));
                             if newer {
                                 snap.registrations.insert(
                                     reg.id.clone(),

@@ -77,6 +77,7 @@ mod tests {
             generation: 7,
             owner: "node-a".into(),
             registered_at_ms: 1_700_000_000_000,
+            revision: 1_700_000_000_000,
             spec,
         }
     }

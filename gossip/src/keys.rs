@@ -129,6 +129,7 @@ mod tests {
             generation: 3,
             owner: "a".into(),
             registered_at_ms: 5,
+            revision: 5,
             spec: WorkerSpec::new(url),
         }
     }

@@ -61,6 +61,7 @@ fn registration(port: u16) -> Registration {
         generation: 1,
         owner: "a".into(),
         registered_at_ms: 0,
+        revision: 0,
         spec: WorkerSpec::new(url),
     }
 }

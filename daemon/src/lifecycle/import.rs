@@ -2,7 +2,6 @@
 //! S8). Pure: the caller supplies the local view, the cluster snapshot and the
 //! allowlist, and applies the returned actions.
 
-use crate::registry::Origin;
 use probemesh_gossip::cluster::Advertised;
 use probemesh_gossip::model::{Registration, Tombstone, WorkerId, WorkerSpec};
 use std::collections::BTreeMap;
@@ -12,8 +11,8 @@ use std::collections::BTreeMap;
 pub struct LocalWorker<'a> {
     /// Its generation.
     pub generation: u64,
-    /// How this node learned it.
-    pub origin: Origin,
+    /// Its revision (time of the last spec change).
+    pub revision: u64,
     /// Its spec.
     pub spec: &'a WorkerSpec,
 }
@@ -25,7 +24,7 @@ pub enum ImportAction {
     Insert(Registration),
     /// A newer generation replaces the local one: `pending` again (S7).
     Replace(Registration),
-    /// Same generation, new metadata (PATCH elsewhere): status kept (S9).
+    /// Same generation, newer revision (a PATCH made elsewhere): status kept (S9).
     UpdateSpec(Registration),
     /// A tombstone this node has not applied yet: record it and drop the worker (S6).
     Tombstone(Tombstone),
@@ -64,11 +63,7 @@ pub fn plan(
             Some(l) if l.generation < reg.generation => {
                 out.push(ImportAction::Replace(reg.clone()))
             }
-            Some(l)
-                if l.generation == reg.generation
-                    && l.origin == Origin::Peer
-                    && *l.spec != reg.spec =>
-            {
+            Some(l) if l.generation == reg.generation && l.revision < reg.revision => {
                 out.push(ImportAction::UpdateSpec(reg.clone()));
             }
             Some(_) => {}
@@ -96,6 +91,7 @@ mod tests {
             generation,
             owner: owner.into(),
             registered_at_ms: 0,
+            revision: 0,
             spec: WorkerSpec::new(url),
         }
     }
@@ -141,7 +137,7 @@ mod tests {
     }
 
     #[test]
-    fn newer_generations_replace_and_same_generation_updates_spec_only_for_peers() {
+    fn newer_generations_replace_and_newer_revisions_update_the_spec() {
         let old = reg(1, 1, "peer");
         let newer = reg(1, 2, "peer");
         let mut local = BTreeMap::new();
@@ -149,7 +145,7 @@ mod tests {
             old.id.clone(),
             LocalWorker {
                 generation: 1,
-                origin: Origin::Peer,
+                revision: 0,
                 spec: &old.spec,
             },
         );
@@ -159,26 +155,16 @@ mod tests {
         );
         let mut patched = old.clone();
         patched.spec.priority = 9;
+        patched.revision = 5;
         assert_eq!(
             run(&local, &[adv(&patched, "peer")], &[]),
             vec![ImportAction::UpdateSpec(patched.clone())]
         );
-        let mut local_own = BTreeMap::new();
-        local_own.insert(
-            old.id.clone(),
-            LocalWorker {
-                generation: 1,
-                origin: Origin::Local,
-                spec: &old.spec,
-            },
-        );
+        let mut stale = old.clone();
+        stale.spec.priority = 3;
         assert!(
-            run(&local_own, &[adv(&patched, "peer")], &[]).is_empty(),
-            "a peer never rewrites a local registration"
-        );
-        assert!(
-            run(&local, &[adv(&old, "peer")], &[]).is_empty(),
-            "nothing to do when equal"
+            run(&local, &[adv(&stale, "peer")], &[]).is_empty(),
+            "an equal (or older) revision changes nothing"
         );
     }
 

@@ -231,6 +231,7 @@ impl Node {
             generation,
             owner: self.settings.node_id.clone(),
             registered_at_ms: unix_ms(now),
+            revision: unix_ms(now),
             spec,
         };
         self.commit(Mutation::PutRegistration(reg.clone())).await?;
@@ -260,11 +261,14 @@ impl Node {
         if spec == existing.reg.spec {
             return Ok(existing);
         }
+        let now = SystemTime::now();
         let mut reg = existing.reg.clone();
         reg.spec = spec.clone();
+        // Later than any revision seen, so this PATCH wins everywhere (S9).
+        reg.revision = unix_ms(now).max(existing.reg.revision + 1);
+        let revision = reg.revision;
         self.commit(Mutation::PutRegistration(reg)).await?;
-        let now = SystemTime::now();
-        let Some((entry, transition)) = self.registry.update_spec(id, spec, now) else {
+        let Some((entry, transition)) = self.registry.update_spec(id, spec, revision, now) else {
             return Err(NodeError::UnknownWorker(id.to_string()));
         };
         if let Some(t) = &transition {

@@ -100,13 +100,21 @@ impl Node {
                 let Some(current) = self.registry.get(&reg.id) else {
                     return Ok(());
                 };
-                if current.reg.generation != reg.generation || current.origin != Origin::Peer {
+                if current.reg.generation != reg.generation || current.reg.revision >= reg.revision
+                {
                     return Ok(());
+                }
+                if current.origin == Origin::Local {
+                    // A PATCH made on another node to a worker this node owns: keep it on
+                    // disk (owner unchanged) so this node advertises it from now on.
+                    let mut mine = reg.clone();
+                    mine.owner = current.reg.owner.clone();
+                    self.commit(Mutation::PutRegistration(mine)).await?;
                 }
                 let interval_before = self.health(&current.reg.spec).interval;
                 if let Some((entry, transition)) =
                     self.registry
-                        .update_spec(&reg.id, reg.spec, SystemTime::now())
+                        .update_spec(&reg.id, reg.spec, reg.revision, SystemTime::now())
                 {
                     if let Some(t) = &transition {
                         self.note_transition(t, &entry);

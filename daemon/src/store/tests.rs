@@ -10,6 +10,7 @@ fn reg(n: u16, generation: u64) -> Registration {
         generation,
         owner: "node-a".into(),
         registered_at_ms: 1,
+        revision: 1,
         spec: WorkerSpec::new(url),
     }
 }

@@ -17,6 +17,10 @@ pub struct Registration {
     pub owner: String,
     /// When it was registered, in milliseconds since the Unix epoch.
     pub registered_at_ms: u64,
+    /// When the spec was last changed (registration or PATCH on any node), in
+    /// milliseconds since the Unix epoch. Among records of one generation, the highest
+    /// revision wins, so a PATCH made on any node reaches every node (SPEC S9).
+    pub revision: u64,
     /// The worker's description.
     pub spec: WorkerSpec,
 }
