@@ -85,6 +85,16 @@ pub async fn sync_once(
         }
     }
 
+    // A failed worker is evicted once every live member tracking it holds it failed
+    // (S6 b); the last verdict to arrive may be a peer's, so re-check on every sync.
+    for (id, generation) in node.failed_workers() {
+        if node.eviction_agreed(&id, generation)
+            && let Err(e) = node.evict_failed(&id, generation).await
+        {
+            tracing::warn!(id = %id, error = %e, "could not evict a failed worker; will retry");
+        }
+    }
+
     // What this node should be publishing now.
     let mut desired: HashMap<String, String> = HashMap::new();
     {

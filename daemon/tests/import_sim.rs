@@ -21,6 +21,7 @@ async fn peers_import_as_pending_and_only_local_probes_promote() {
         } else {
             vec![]
         },
+        ..Default::default()
     })
     .await;
     sim.until_all(PATIENCE, "membership", |n| {

@@ -137,6 +137,11 @@ impl GossipHandle {
             .await
     }
 
+    /// Stops the gossip task at once, as a crash would (no goodbye to peers).
+    pub fn abort(&self) {
+        self.handle.abort();
+    }
+
     /// Stops gossiping.
     pub async fn shutdown(self) -> anyhow::Result<()> {
         self.handle.shutdown().await

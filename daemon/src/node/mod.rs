@@ -405,8 +405,7 @@ impl Node {
         }
         // Every other live member that tracks this generation must hold it failed too
         // (S6 b): one sick node never evicts a worker for everyone.
-        let peers = self.peer_verdicts(id, generation);
-        if eviction::should_evict_failed(self.settings.remove_failed, entry.status, peers) {
+        if self.eviction_agreed(id, generation) {
             NextStep::Evict
         } else {
             NextStep::Retry(eviction::backoff(entry.retry_attempts))

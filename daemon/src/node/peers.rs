@@ -37,6 +37,35 @@ impl Node {
             .unwrap_or_default()
     }
 
+    /// Workers this node holds `failed`, with their generations.
+    pub fn failed_workers(&self) -> Vec<(WorkerId, u64)> {
+        self.registry
+            .read()
+            .workers
+            .values()
+            .filter(|e| e.status == Status::Failed)
+            .map(|e| (e.reg.id.clone(), e.reg.generation))
+            .collect()
+    }
+
+    /// Whether the cluster agrees to evict `generation` of `id` for failure: this node
+    /// holds it failed, `--remove-failed` is on and every other live member tracking it
+    /// reports failed (S6 b).
+    pub fn eviction_agreed(&self, id: &WorkerId, generation: u64) -> bool {
+        let local = self
+            .registry
+            .get(id)
+            .filter(|e| e.reg.generation == generation)
+            .map(|e| e.status);
+        local.is_some_and(|s| {
+            crate::lifecycle::eviction::should_evict_failed(
+                self.settings.remove_failed,
+                s,
+                self.peer_verdicts(id, generation),
+            )
+        })
+    }
+
     /// Whether `spec` may be registered and probed here (`--allow-worker-cidr`). With an
     /// allowlist, the host must be an IP address inside it: a DNS name could resolve
     /// anywhere, so it is refused.

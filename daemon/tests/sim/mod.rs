@@ -31,6 +31,8 @@ pub struct SimNode {
     /// Its gossip handle.
     pub gossip: Arc<GossipHandle>,
     stop: CancellationToken,
+    /// Killed by the test.
+    pub dead: bool,
     _dir: tempfile::TempDir,
 }
 
@@ -39,6 +41,10 @@ pub struct SimNode {
 pub struct SimOptions {
     /// `--allow-worker-cidr`.
     pub allow: Vec<ipnet::IpNet>,
+    /// `--dead-node-grace-period` (default one hour).
+    pub grace: Option<Duration>,
+    /// Seed index (default node 0).
+    pub seed: Option<usize>,
 }
 
 /// A simulated cluster.
@@ -50,7 +56,7 @@ pub struct Sim {
 }
 
 fn addr(i: usize) -> SocketAddr {
-    SocketAddr::from(([10, 99, (i / 250) as u8, (i % 250 + 1) as u8], 7800))
+    SocketAddr::from(([127, 0, 0, 1], 41000 + i as u16))
 }
 
 impl Sim {
@@ -94,13 +100,13 @@ impl Sim {
             cluster_id: "sim".into(),
             listen: addr(i),
             advertise: addr(i),
-            seeds: if i == 0 {
-                vec![]
-            } else {
-                vec![addr(0).to_string()]
+            seeds: match opts.seed {
+                Some(s) => vec![addr(s).to_string()],
+                None if i == 0 => vec![],
+                None => vec![addr(0).to_string()],
             },
             interval: INTERVAL,
-            dead_node_grace_period: Duration::from_secs(3600),
+            dead_node_grace_period: opts.grace.unwrap_or(Duration::from_secs(3600)),
             version: "sim".into(),
         };
         let gossip = Arc::new(spawn_gossip(config, &self.transport).await.unwrap());
@@ -117,8 +123,36 @@ impl Sim {
             node,
             gossip,
             stop,
+            dead: false,
             _dir: dir,
         }
+    }
+
+    /// Starts one more node (index = current count) with `opts`.
+    pub async fn add(&mut self, opts: SimOptions) -> usize {
+        let i = self.nodes.len();
+        let node = self.spawn(i, opts).await;
+        self.nodes.push(node);
+        i
+    }
+
+    /// Stops node `i` for good (its gossip and tasks); it stays in `nodes` as a corpse
+    /// that `until_all` skips.
+    pub async fn kill(&mut self, i: usize) {
+        let n = &mut self.nodes[i];
+        n.stop.cancel();
+        n.dead = true;
+        n.gossip.abort();
+    }
+
+    /// Cuts the link between nodes `a` and `b` in both directions.
+    pub async fn cut(&self, a: usize, b: usize) {
+        self.transport.remove_link(addr(a), addr(b)).await;
+    }
+
+    /// Restores the link between nodes `a` and `b`.
+    pub async fn heal(&self, a: usize, b: usize) {
+        self.transport.add_link(addr(a), addr(b)).await;
     }
 
     /// Waits until `check` holds on every node, or panics after `within`.
@@ -128,7 +162,7 @@ impl Sim {
             let failing: Vec<&str> = self
                 .nodes
                 .iter()
-                .filter(|n| !check(n))
+                .filter(|n| !n.dead && !check(n))
                 .map(|n| n.name.as_str())
                 .collect();
             if failing.is_empty() {
@@ -145,10 +179,13 @@ impl Sim {
     pub async fn stop(self) {
         for n in self.nodes {
             n.stop.cancel();
-            if let Ok(g) = Arc::try_unwrap(n.gossip) {
-                let _ = g.shutdown().await;
-            }
+            n.gossip.abort();
         }
+    }
+
+    /// The live nodes.
+    pub fn live(&self) -> impl Iterator<Item = &SimNode> {
+        self.nodes.iter().filter(|n| !n.dead)
     }
 }
 
