@@ -156,6 +156,7 @@ impl App {
             node: Arc::clone(&node),
             token: config.admin_token.clone(),
             readiness,
+            shutdown: shutdown.clone(),
         });
         let addr = listener.local_addr().context("reading the admin address")?;
         tracing::info!(node_id = %config.node_id, admin = %addr, token = config.admin_token.is_some(), "admin API listening");

@@ -568,6 +568,14 @@ fn resolve_cluster(
         )
         .unwrap_or(("0.0.0.0:7800".into(), Source::Default));
     let listen = match listen.0.trim().parse::<SocketAddr>() {
+        Ok(a) if a.port() == 0 => {
+            r.problem(
+                "gossip_listen",
+                listen.1,
+                "needs a fixed port: peers dial the advertised address",
+            );
+            None
+        }
         Ok(a) => Some(a),
         Err(_) => {
             r.problem(

@@ -147,7 +147,8 @@ impl Registry {
         entry
     }
 
-    /// Replaces a worker's spec and revision, keeping its status (SPEC S9), except that disabling
+    /// Replaces a worker's spec and revision, keeping its status (SPEC S9), except that
+    /// re-enabling health checks makes it pending again and disabling
     /// health checks makes it ready. Returns the new entry and any transition.
     pub fn update_spec(
         &self,
@@ -158,11 +159,16 @@ impl Registry {
     ) -> Option<(Entry, Option<Transition>)> {
         let mut view = self.write();
         let entry = view.workers.get_mut(id)?;
+        let was_disabled = entry.reg.spec.health.disable;
         entry.reg.spec = spec;
         entry.reg.revision = revision;
         let mut transition = None;
         if entry.reg.spec.health.disable && entry.status != Status::Ready {
             transition = Some(set_status(entry, Status::Ready, "health_disabled", now));
+        } else if was_disabled && !entry.reg.spec.health.disable {
+            // Ready only because checks were off: this node has verified nothing yet,
+            // so routing waits for its own probes again.
+            transition = Some(set_status(entry, Status::Pending, "health_enabled", now));
         }
         let out = entry.clone();
         self.changed(&mut view);
@@ -207,7 +213,11 @@ impl Registry {
             set_status(entry, to, "probe", now)
         });
         let out = entry.clone();
-        self.changed(&mut view);
+        // Probe counters change on every probe; only a status change is a change of
+        // the view that waiters (blocking queries, gossip) care about.
+        if transition.is_some() {
+            self.changed(&mut view);
+        }
         Some((out, transition))
     }
 
@@ -280,7 +290,7 @@ mod tests {
     }
 
     #[test]
-    fn every_change_bumps_the_index_and_wakes_watchers() {
+    fn changes_bump_the_index_and_wake_watchers_but_plain_probes_do_not() {
         let r = Registry::new(100);
         let mut rx = r.subscribe();
         let e = r.insert(reg(1, false), Origin::Local, SystemTime::now());
@@ -289,7 +299,15 @@ mod tests {
         assert_eq!(*rx.borrow_and_update(), 101);
         r.apply_probe(&e.reg.id, 1, Outcome::Success, probe("ok"), T)
             .unwrap();
-        assert_eq!(r.read().index, 102);
+        assert_eq!(
+            r.read().index,
+            101,
+            "a probe without a status change is not a change"
+        );
+        assert!(!rx.has_changed().unwrap());
+        r.apply_probe(&e.reg.id, 1, Outcome::Success, probe("ok"), T)
+            .unwrap();
+        assert_eq!(r.read().index, 102, "pending -> ready is");
     }
 
     #[test]

@@ -59,6 +59,9 @@ impl From<NodeError> for ApiError {
             NodeError::Conflict { .. } => {
                 ApiError::new(StatusCode::CONFLICT, "WORKER_CONFLICT", e.to_string())
             }
+            NodeError::Invalid(m) if m.starts_with("url:") => {
+                ApiError::bad_request("INVALID_URL", m.clone())
+            }
             NodeError::Invalid(_) => ApiError::bad_request("INVALID_SPEC", e.to_string()),
             NodeError::Store(_) => ApiError::new(
                 StatusCode::SERVICE_UNAVAILABLE,

@@ -39,6 +39,8 @@ pub struct AdminState {
     pub token: Option<String>,
     /// Start-up latches behind `/v1/ready`.
     pub readiness: Readiness,
+    /// Cancelled at shutdown; ends blocking queries early.
+    pub shutdown: tokio_util::sync::CancellationToken,
 }
 
 /// The API router.

@@ -73,7 +73,8 @@ pub struct PatchInput {
     cost: Option<Option<f32>>,
     #[serde(default, deserialize_with = "present")]
     bootstrap_port: Option<Option<u16>>,
-    health: Option<HealthInput>,
+    #[serde(default, deserialize_with = "present")]
+    health: Option<Option<HealthInput>>,
 }
 
 /// Distinguishes a field set to `null` (`Some(None)`) from an absent one (`None`).
@@ -119,7 +120,7 @@ impl SpecInput {
             priority: self.priority.map(Some),
             cost: self.cost.map(Some),
             bootstrap_port: self.bootstrap_port.map(Some),
-            health: self.health,
+            health: self.health.map(Some),
         };
         patch.apply_fields(&mut spec)?;
         Ok(spec)
@@ -174,8 +175,11 @@ impl PatchInput {
             }
             spec.bootstrap_port = v;
         }
-        if let Some(h) = self.health {
-            h.apply(&mut spec.health)?;
+        match self.health {
+            Some(Some(h)) => h.apply(&mut spec.health)?,
+            // `"health": null` puts every health setting back to the node defaults.
+            Some(None) => spec.health = HealthOverrides::default(),
+            None => {}
         }
         Ok(())
     }

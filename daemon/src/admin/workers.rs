@@ -9,7 +9,8 @@ use super::worker_json::{ViewJson, WorkerJson, rfc3339};
 use crate::cli::parse_duration;
 use crate::node::NodeError;
 use axum::Json;
-use axum::extract::{Path, Query, State};
+use axum::extract::{FromRequestParts, Path, Query, State};
+use axum::http::request::Parts;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use probemesh_gossip::model::{Status, WorkerId, WorkerUrl};
@@ -99,7 +100,10 @@ pub async fn list(
         // ends. Waiters sleep on a watch channel and cost nothing while idle.
         let mut rx = node.registry().subscribe();
         let wait = q.wait.unwrap_or(MAX_WAIT);
-        let _ = tokio::time::timeout(wait, rx.wait_for(|idx| *idx > seen)).await;
+        tokio::select! {
+            _ = tokio::time::timeout(wait, rx.wait_for(|idx| *idx > seen)) => {}
+            () = state.shutdown.cancelled() => {}
+        }
     }
     let view = node.registry().read();
     let mut entries: Vec<_> = view
@@ -120,6 +124,24 @@ pub async fn list(
         .collect();
     let body = json!({"node_id": node.node_id(), "index": view.index, "workers": workers});
     Ok((index_header(view.index), Json(body)).into_response())
+}
+
+/// The `{id}` path segment; a segment that does not even decode (bad percent-encoding)
+/// gets a JSON error like every other bad input (S11).
+pub struct IdPath(pub String);
+
+impl<S: Send + Sync> FromRequestParts<S> for IdPath {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
+        match Path::<String>::from_request_parts(parts, state).await {
+            Ok(Path(raw)) => Ok(IdPath(raw)),
+            Err(e) => Err(ApiError::bad_request(
+                "INVALID_ID",
+                format!("the worker id in the path is not valid: {}", e.body_text()),
+            )),
+        }
+    }
 }
 
 fn worker_id(raw: &str) -> Result<WorkerId, ApiError> {
@@ -169,7 +191,7 @@ fn one(state: &AdminState, id: &WorkerId, with_views: bool) -> Result<(u64, Valu
 /// `GET /v1/workers/{id}`
 pub async fn get(
     State(state): State<Arc<AdminState>>,
-    Path(raw): Path<String>,
+    IdPath(raw): IdPath,
 ) -> Result<Response, ApiError> {
     let (index, body) = one(&state, &worker_id(&raw)?, true)?;
     Ok((index_header(index), Json(body)).into_response())
@@ -198,7 +220,7 @@ pub async fn create(
 /// `PATCH /v1/workers/{id}`
 pub async fn update(
     State(state): State<Arc<AdminState>>,
-    Path(raw): Path<String>,
+    IdPath(raw): IdPath,
     JsonBody(patch): JsonBody<PatchInput>,
 ) -> Result<Response, ApiError> {
     let id = worker_id(&raw)?;
@@ -224,7 +246,7 @@ pub async fn update(
 /// `DELETE /v1/workers/{id}`
 pub async fn delete(
     State(state): State<Arc<AdminState>>,
-    Path(raw): Path<String>,
+    IdPath(raw): IdPath,
 ) -> Result<Response, ApiError> {
     let id = worker_id(&raw)?;
     let t = state.node.delete(&id).await?;

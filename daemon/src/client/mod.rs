@@ -11,6 +11,14 @@ use std::process::ExitCode;
 
 /// Runs one workers command; exit code 0 on success, 1 on an API or connection error.
 pub fn run(args: ClientArgs, cmd: WorkersCommand) -> ExitCode {
+    if let WorkersCommand::Update { spec, .. } = &cmd
+        && spec_json(spec).is_empty()
+    {
+        eprintln!(
+            "error: nothing to update: give at least one field, e.g. --label k=v or --priority 10"
+        );
+        return ExitCode::from(2);
+    }
     let rt = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()

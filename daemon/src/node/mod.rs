@@ -366,7 +366,10 @@ impl Node {
     pub fn probe_target(&self, id: &WorkerId, generation: u64) -> Option<(String, Duration)> {
         let view = self.registry.read();
         let e = view.workers.get(id)?;
-        if e.reg.generation != generation || e.reg.spec.health.disable || e.status == Status::Failed
+        if e.reg.generation != generation
+            || e.reg.spec.health.disable
+            || e.status == Status::Failed
+            || !self.allowed(&e.reg.spec)
         {
             return None;
         }

@@ -19,6 +19,8 @@ pub enum FrameError {
     Oversized(u32),
     /// The payload does not match its checksum.
     Checksum,
+    /// A zero length: never written (every record has a header), so zero-filled space.
+    Empty,
 }
 
 /// The frames read from a buffer.
@@ -45,6 +47,10 @@ pub fn read_frames(buf: &[u8]) -> Frames<'_> {
         }
         let len = u32::from_le_bytes([rest[0], rest[1], rest[2], rest[3]]);
         let crc = u32::from_le_bytes([rest[4], rest[5], rest[6], rest[7]]);
+        if len == 0 {
+            stop = Some(FrameError::Empty);
+            break;
+        }
         if len as usize > MAX_FRAME {
             stop = Some(FrameError::Oversized(len));
             break;
@@ -69,11 +75,32 @@ pub fn read_frames(buf: &[u8]) -> Frames<'_> {
     }
 }
 
+/// Whether the unreadable rest of `buf` (after `frames.valid_len`) can only be an
+/// append that a crash interrupted: nothing unreadable at all; a frame cut short; a
+/// damaged frame that is the last thing in the file; or a zero-filled tail (what some
+/// file systems leave after a crash). Anything else means acknowledged records would be
+/// lost by cutting, and the caller must refuse instead.
+pub fn is_torn_tail(buf: &[u8], frames: &Frames<'_>) -> bool {
+    let start = usize::try_from(frames.valid_len)
+        .unwrap_or(usize::MAX)
+        .min(buf.len());
+    let rest = &buf[start..];
+    match frames.stop {
+        None | Some(FrameError::Truncated) => true,
+        _ if rest.iter().all(|b| *b == 0) => true,
+        Some(FrameError::Checksum) => {
+            let len = u32::from_le_bytes([rest[0], rest[1], rest[2], rest[3]]) as usize;
+            FRAME_HEADER + len >= rest.len()
+        }
+        Some(FrameError::Oversized(_) | FrameError::Empty) => false,
+    }
+}
+
 /// Writes one frame in a single `write_all`, returning the bytes written.
 pub fn write_frame(w: &mut impl Write, payload: &[u8]) -> std::io::Result<u64> {
     let len = u32::try_from(payload.len())
         .ok()
-        .filter(|&l| l as usize <= MAX_FRAME)
+        .filter(|&l| l > 0 && l as usize <= MAX_FRAME)
         .ok_or_else(|| std::io::Error::new(std::io::ErrorKind::InvalidInput, "record too large"))?;
     let mut buf = Vec::with_capacity(FRAME_HEADER + payload.len());
     buf.extend_from_slice(&len.to_le_bytes());
@@ -97,9 +124,9 @@ mod tests {
 
     #[test]
     fn reads_back_what_was_written() {
-        let buf = framed(&[b"one", b"", b"three"]);
+        let buf = framed(&[b"one", b"2", b"three"]);
         let f = read_frames(&buf);
-        assert_eq!(f.payloads, vec![&b"one"[..], b"", b"three"]);
+        assert_eq!(f.payloads, vec![&b"one"[..], b"2", b"three"]);
         assert_eq!(f.valid_len, buf.len() as u64);
         assert_eq!(f.stop, None);
     }
@@ -117,6 +144,29 @@ mod tests {
     }
 
     #[test]
+    fn only_a_damaged_last_frame_or_zero_fill_counts_as_torn() {
+        let mut buf = framed(&[b"alpha", b"beta", b"gamma"]);
+        let f = read_frames(&buf);
+        assert!(is_torn_tail(&buf, &f));
+        // Damage in the middle with an intact frame after it: not torn.
+        buf[FRAME_HEADER + 5 + FRAME_HEADER] ^= 0xff;
+        let f = read_frames(&buf);
+        assert_eq!(f.stop, Some(FrameError::Checksum));
+        assert!(!is_torn_tail(&buf, &f));
+        // Damage in the last frame: torn.
+        let mut last = framed(&[b"alpha", b"beta"]);
+        let n = last.len();
+        last[n - 1] ^= 0xff;
+        assert!(is_torn_tail(&last, &read_frames(&last)));
+        // A zero-filled tail: torn.
+        let mut zeros = framed(&[b"alpha"]);
+        zeros.extend_from_slice(&[0u8; 64]);
+        let f = read_frames(&zeros);
+        assert_eq!(f.payloads.len(), 1);
+        assert!(is_torn_tail(&zeros, &f));
+    }
+
+    #[test]
     fn corruption_stops_at_the_damaged_frame() {
         let mut buf = framed(&[b"alpha", b"beta"]);
         let last = buf.len() - 1;
@@ -124,6 +174,10 @@ mod tests {
         let f = read_frames(&buf);
         assert_eq!(f.payloads.len(), 1);
         assert_eq!(f.stop, Some(FrameError::Checksum));
+        assert!(
+            !is_torn_tail(&buf, &f) || buf.len() == f.valid_len as usize + FRAME_HEADER + 4,
+            "last frame damaged: torn"
+        );
         let mut huge = framed(&[b"x"]);
         huge.extend_from_slice(&u32::MAX.to_le_bytes());
         huge.extend_from_slice(&[0; 4]);

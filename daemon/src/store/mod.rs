@@ -17,7 +17,7 @@ mod state;
 
 pub use state::{DurableState, Mutation};
 
-use frame::{FrameError, read_frames, write_frame};
+use frame::{read_frames, write_frame};
 use probemesh_gossip::codec::{self, CodecError};
 use std::fs::{self, File, OpenOptions};
 use std::io::Write;
@@ -138,6 +138,15 @@ impl Store {
             Err(e) => return Err(io("cannot read log", &wal_path)(e)),
         };
         let frames = read_frames(&bytes);
+        if !frame::is_torn_tail(&bytes, &frames) {
+            return Err(StoreError::Corrupt {
+                path: wal_path.clone(),
+                detail: format!(
+                    "record at byte {} is damaged ({:?}) but intact data follows it, so this is not an interrupted write",
+                    frames.valid_len, frames.stop
+                ),
+            });
+        }
         let mut report = OpenReport::default();
         for payload in &frames.payloads {
             let m: Mutation = decode_checked(&wal_path, payload)?;
@@ -151,9 +160,6 @@ impl Store {
             .map_err(io("cannot open log", &wal_path))?;
         if frames.valid_len < bytes.len() as u64 {
             report.truncated_bytes = bytes.len() as u64 - frames.valid_len;
-            if let Some(FrameError::Oversized(n)) = frames.stop {
-                tracing::warn!(path = %wal_path.display(), len = n, "log record length is implausible; treating the rest as a torn tail");
-            }
             wal.set_len(frames.valid_len)
                 .map_err(io("cannot truncate torn log tail", &wal_path))?;
             wal.sync_all().map_err(io("cannot sync log", &wal_path))?;

@@ -161,3 +161,20 @@ fn a_damaged_snapshot_is_a_clear_error() {
     let err = Store::open(dir.path()).unwrap_err();
     assert!(matches!(err, StoreError::Corrupt { .. }), "{err}");
 }
+
+#[test]
+fn damage_before_acknowledged_records_is_refused_not_cut() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut s, _) = Store::open(dir.path()).unwrap();
+    for n in 0..3 {
+        s.commit(Mutation::PutRegistration(reg(n, 1))).unwrap();
+    }
+    drop(s);
+    let wal = dir.path().join(WAL_FILE);
+    let mut bytes = fs::read(&wal).unwrap();
+    bytes[10] ^= 0xff; // inside the first record's payload
+    fs::write(&wal, &bytes).unwrap();
+    let err = Store::open(dir.path()).unwrap_err();
+    assert!(matches!(err, StoreError::Corrupt { .. }), "{err}");
+    assert_eq!(fs::read(&wal).unwrap(), bytes, "nothing was cut");
+}
