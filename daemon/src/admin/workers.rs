@@ -54,7 +54,13 @@ fn parse_list_query(pairs: Vec<(String, String)>) -> Result<ListQuery, ApiError>
                         ))
                     })?);
                 }
-                q.statuses = Some(list);
+                if list.is_empty() {
+                    return Err(bad(
+                        "status: give at least one status (pending, ready, not_ready, failed), or leave the parameter out"
+                            .into(),
+                    ));
+                }
+                q.statuses.get_or_insert_with(Vec::new).extend(list);
             }
             "model" => q.model = Some(v),
             "url" => q.url = Some(parse_url(&v).map_err(|e| bad(e.message))?),

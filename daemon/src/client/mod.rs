@@ -11,6 +11,16 @@ use std::process::ExitCode;
 
 /// Runs one workers command; exit code 0 on success, 1 on an API or connection error.
 pub fn run(args: ClientArgs, cmd: WorkersCommand) -> ExitCode {
+    // A worker given by URL is checked here: a malformed one is bad usage (exit 2), not
+    // an API error.
+    if let WorkersCommand::Get { id }
+    | WorkersCommand::Update { id, .. }
+    | WorkersCommand::Remove { id } = &cmd
+        && let Err(e) = id_of(id)
+    {
+        eprintln!("error: {e}");
+        return ExitCode::from(2);
+    }
     if let WorkersCommand::Update { spec, .. } = &cmd
         && spec_json(spec).is_empty()
     {
