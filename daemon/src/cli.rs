@@ -239,6 +239,9 @@ pub enum WorkersCommand {
         #[command(flatten)]
         spec: SpecArgs,
     },
+    /// Print status changes and removals as they happen (`/v1/events`); reconnects and
+    /// resumes after interruptions.
+    Watch,
     /// Evict a worker cluster-wide (writes a tombstone).
     Remove {
         /// Worker id, or its URL.

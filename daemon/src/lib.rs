@@ -12,6 +12,7 @@ pub mod client;
 pub mod cluster_sync;
 pub mod config;
 pub mod declarative;
+pub mod events;
 pub mod health_settings;
 pub mod lifecycle;
 pub mod logging;

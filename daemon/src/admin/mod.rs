@@ -10,6 +10,7 @@
 //! | `PATCH /v1/workers/{id}` | [`workers::update`] |
 //! | `DELETE /v1/workers/{id}` | [`workers::delete`] |
 //! | `GET /v1/members` | [`members::list`] |
+//! | `GET /v1/events` | [`events::stream`] (Server-Sent Events) |
 //! | `GET /metrics` | [`status::metrics`] |
 //!
 //! Mutating requests pass [`auth::require_token`] when `--admin-token` is set. Every
@@ -18,6 +19,7 @@
 pub mod auth;
 pub mod body;
 pub mod error;
+pub mod events;
 pub mod members;
 pub mod spec_input;
 pub mod status;
@@ -56,6 +58,7 @@ pub fn router(state: Arc<AdminState>) -> Router {
                 .delete(workers::delete),
         )
         .route("/v1/members", get(members::list))
+        .route("/v1/events", get(events::stream))
         .route("/metrics", get(status::metrics))
         .route_layer(axum::middleware::from_fn_with_state(
             Arc::clone(&state),

@@ -2,6 +2,7 @@
 //! print readable tables, or the API's JSON with `--json`.
 
 mod table;
+mod watch;
 
 use crate::cli::{ClientArgs, SpecArgs, WorkersCommand};
 use anyhow::{Context, anyhow};
@@ -79,10 +80,10 @@ pub fn run_members(args: ClientArgs) -> ExitCode {
     }
 }
 
-struct Api {
-    base: String,
-    token: Option<String>,
-    http: reqwest::Client,
+pub(crate) struct Api {
+    pub(crate) base: String,
+    pub(crate) token: Option<String>,
+    pub(crate) http: reqwest::Client,
 }
 
 impl Api {
@@ -244,6 +245,7 @@ async fn execute(args: &ClientArgs, cmd: WorkersCommand) -> anyhow::Result<()> {
                 );
             }
         }
+        WorkersCommand::Watch => watch::run(&api, args.json).await?,
         WorkersCommand::Remove { id } => {
             let path = format!("/v1/workers/{}", enc(&id_of(&id)?));
             let v = api.call(reqwest::Method::DELETE, &path, None).await?;

@@ -7,6 +7,7 @@
 //! a change the disk does not have.
 
 use crate::config::ProbeDefaults;
+use crate::events::EventLog;
 use crate::health_settings::HealthSettings;
 use crate::lifecycle::eviction;
 use crate::metrics::Metrics;
@@ -91,6 +92,8 @@ pub struct Node {
     metrics: Arc<Metrics>,
     /// The cluster as last read from gossip (members, verdicts); empty when alone.
     cluster: std::sync::RwLock<Arc<ClusterSnapshot>>,
+    /// Status changes and removals, for `/v1/events`.
+    events: EventLog,
 }
 
 /// Milliseconds since the Unix epoch.
@@ -108,9 +111,13 @@ impl Node {
         metrics: Arc<Metrics>,
         probe_tx: UnboundedSender<ProbeCommand>,
     ) -> Node {
-        // Start the index at the wall clock in milliseconds so that it does not go
-        // backwards across restarts in practice (it only grows while running).
-        let registry = Registry::new(unix_ms(SystemTime::now()));
+        // Start the index at the wall clock in microseconds: it grows by one per change,
+        // so it cannot fall behind a previous run's index unless that run made more than
+        // a million changes a second (docs/decisions.md).
+        let start_index = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(1, |d| u64::try_from(d.as_micros()).unwrap_or(u64::MAX / 2));
+        let registry = Registry::new(start_index);
         let now = SystemTime::now();
         for reg in store.state().registrations.values() {
             let origin = if reg.owner == settings.node_id {
@@ -128,6 +135,7 @@ impl Node {
             probe_tx,
             metrics,
             cluster: std::sync::RwLock::new(Arc::new(ClusterSnapshot::default())),
+            events: EventLog::new(),
         }
     }
 
@@ -236,6 +244,7 @@ impl Node {
         };
         self.commit(Mutation::PutRegistration(reg.clone())).await?;
         let entry = self.registry.insert(reg, Origin::Local, now);
+        self.note_added(&entry, "registered");
         tracing::info!(worker = %entry.reg.spec.url, id = %entry.reg.id, generation, status = %entry.status, "worker registered");
         self.schedule_first(&entry);
         Ok((entry, true))
@@ -331,7 +340,9 @@ impl Node {
             expires_at_ms: unix_ms(now).saturating_add(ttl_ms),
         };
         self.commit(Mutation::PutTombstone(t.clone())).await?;
-        self.registry.remove(&t.id, t.generation);
+        if let Some(removed) = self.registry.remove(&t.id, t.generation) {
+            self.note_removed(&removed, reason.as_str());
+        }
         self.send(ProbeCommand::Cancel { id: t.id.clone() });
         self.metrics.eviction(reason.as_str());
         tracing::info!(worker = %t.url, id = %t.id, generation = t.generation, reason = reason.as_str(), "worker evicted; tombstone written");
@@ -426,7 +437,55 @@ impl Node {
         Some(self.health(&entry.reg.spec).interval)
     }
 
+    /// The event log.
+    pub fn events(&self) -> &EventLog {
+        &self.events
+    }
+
+    /// Records that `entry` entered the view (`from` is null in the event).
+    fn note_added(&self, entry: &Entry, reason: &'static str) {
+        self.events.push(
+            "transition",
+            serde_json::json!({
+                "worker_id": entry.reg.id,
+                "url": entry.reg.spec.url,
+                "generation": entry.reg.generation,
+                "from": null,
+                "to": entry.status,
+                "at": humantime::format_rfc3339_millis(entry.status_since).to_string(),
+                "reason": reason,
+            }),
+        );
+    }
+
+    /// Records that a worker left the view.
+    fn note_removed(&self, removed: &Entry, reason: &'static str) {
+        self.events.push(
+            "removed",
+            serde_json::json!({
+                "worker_id": removed.reg.id,
+                "url": removed.reg.spec.url,
+                "generation": removed.reg.generation,
+                "last_status": removed.status,
+                "at": humantime::format_rfc3339_millis(SystemTime::now()).to_string(),
+                "reason": reason,
+            }),
+        );
+    }
+
     fn note_transition(&self, t: &Transition, entry: &Entry) {
+        self.events.push(
+            "transition",
+            serde_json::json!({
+                "worker_id": t.id,
+                "url": entry.reg.spec.url,
+                "generation": t.generation,
+                "from": t.from,
+                "to": t.to,
+                "at": humantime::format_rfc3339_millis(entry.status_since).to_string(),
+                "reason": t.reason,
+            }),
+        );
         self.metrics.transition(t.from, t.to);
         let last = entry
             .last_probe

@@ -166,6 +166,7 @@ impl Node {
                 }
                 self.commit(Mutation::PutTombstone(t.clone())).await?;
                 if let Some(removed) = self.registry.remove(&t.id, t.generation) {
+                    self.note_removed(&removed, t.reason.as_str());
                     self.send(crate::probe::Command::Cancel { id: t.id.clone() });
                     tracing::info!(worker = %t.url, id = %t.id, generation = t.generation, writer = %t.writer, reason = t.reason.as_str(), status = %removed.status, "worker evicted by a peer's tombstone");
                 }
@@ -191,7 +192,12 @@ impl Node {
         } else {
             Origin::Peer
         };
+        if let Some(old) = self.registry.get(&reg.id) {
+            // A newer generation replaces it.
+            self.note_removed(&old, "superseded");
+        }
         let entry = self.registry.insert(reg, origin, SystemTime::now());
+        self.note_added(&entry, "imported");
         tracing::info!(worker = %entry.reg.spec.url, id = %entry.reg.id, generation = entry.reg.generation, owner = %entry.reg.owner, status = %entry.status, "worker imported from a peer");
         self.schedule_first(&entry);
     }

@@ -1,0 +1,78 @@
+//! `GET /v1/events`: Server-Sent Events. One `transition` event per local status change
+//! (and when a worker enters the view, with `from: null`), one `removed` event per
+//! eviction. Each event carries its id; a client reconnecting with `Last-Event-ID` gets
+//! what it missed from a bounded buffer, or a `resync` event telling it to re-read
+//! `GET /v1/workers`. Comments keep idle connections alive. Streams end at shutdown.
+
+use super::AdminState;
+use crate::events::Event;
+use axum::extract::State;
+use axum::http::HeaderMap;
+use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
+use futures_util::stream::{self, Stream, StreamExt};
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::broadcast::error::RecvError;
+
+/// Interval of keep-alive comments.
+pub const KEEP_ALIVE: Duration = Duration::from_secs(15);
+
+fn sse(e: &Event) -> SseEvent {
+    SseEvent::default()
+        .id(e.id.to_string())
+        .event(e.kind)
+        .data(e.data.to_string())
+}
+
+fn resync(reason: &str) -> SseEvent {
+    SseEvent::default()
+        .event("resync")
+        .data(serde_json::json!({"reason": reason}).to_string())
+}
+
+/// `GET /v1/events`
+pub async fn stream(
+    State(state): State<Arc<AdminState>>,
+    headers: HeaderMap,
+) -> Sse<impl Stream<Item = Result<SseEvent, Infallible>>> {
+    let last_seen = headers
+        .get("last-event-id")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<u64>().ok());
+    let sub = state.node.events().subscribe(last_seen);
+    let mut first: Vec<SseEvent> = Vec::new();
+    if sub.resync {
+        first.push(resync(
+            "the events after Last-Event-ID are no longer buffered; re-read GET /v1/workers",
+        ));
+    }
+    let last_replayed = sub.replay.last().map(|e| e.id);
+    first.extend(sub.replay.iter().map(|e| sse(e)));
+    let shutdown = state.shutdown.clone();
+    let live = stream::unfold(
+        (sub.live, shutdown, last_replayed),
+        |(mut rx, stop, seen)| async move {
+            loop {
+                let next = tokio::select! {
+                    () = stop.cancelled() => return None,
+                    r = rx.recv() => r,
+                };
+                match next {
+                    // Events already sent as replay arrive again on the live channel.
+                    Ok(e) if seen.is_some_and(|s| e.id <= s) => continue,
+                    Ok(e) => return Some((Ok(sse(&e)), (rx, stop, seen))),
+                    Err(RecvError::Lagged(_)) => {
+                        return Some((
+                            Ok(resync("this client fell behind; re-read GET /v1/workers")),
+                            (rx, stop, seen),
+                        ));
+                    }
+                    Err(RecvError::Closed) => return None,
+                }
+            }
+        },
+    );
+    let all = stream::iter(first.into_iter().map(Ok)).chain(live);
+    Sse::new(all).keep_alive(KeepAlive::new().interval(KEEP_ALIVE))
+}
