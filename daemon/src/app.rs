@@ -145,6 +145,16 @@ impl App {
             }
         }
         let mut background = spawn_background(&node, &config, shutdown.child_token());
+        if let Some(url) = &config.smg_url {
+            let client = crate::gateway::smg::SmgClient::new(url, &config.node_id)
+                .context("building the smg client")?;
+            tracing::info!(smg = %url, "pushing the ready set into smg");
+            background.push(tokio::spawn(crate::gateway::smg::run(
+                Arc::clone(&node),
+                client,
+                shutdown.child_token(),
+            )));
+        }
         background.push(tokio::spawn(crate::cluster_sync::run(
             Arc::clone(&node),
             Arc::clone(&gossip),

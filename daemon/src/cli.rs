@@ -126,6 +126,10 @@ pub struct AgentArgs {
     /// repeatable [default: all allowed].
     #[arg(long = "allow-worker-cidr", value_name = "CIDR")]
     pub allow_worker_cidrs: Vec<String>,
+    /// Push the local ready set into the smg gateway at this URL (e.g.
+    /// http://127.0.0.1:30000).
+    #[arg(long, value_name = "URL")]
+    pub smg_url: Option<String>,
     /// Log format: text or json [default: text].
     #[arg(long, value_name = "FORMAT", value_parser = |s: &str| s.parse::<LogFormat>())]
     pub log_format: Option<LogFormat>,

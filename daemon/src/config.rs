@@ -37,6 +37,8 @@ pub struct AgentConfig {
     pub log_format: LogFormat,
     /// Gossip settings.
     pub cluster: ClusterConfig,
+    /// `--smg-url`: the gateway to push the ready set into.
+    pub smg_url: Option<String>,
 }
 
 /// Where the gossip TLS material comes from.
@@ -169,6 +171,7 @@ struct FileConfig {
     gossip_interval: Option<String>,
     dead_node_grace_period: Option<String>,
     allow_worker_cidr: Option<Vec<String>>,
+    smg_url: Option<String>,
 }
 
 /// Where a value came from, for error messages.
@@ -496,6 +499,17 @@ pub fn load(
         },
     );
 
+    let smg_url = match r.pick("smg_url", args.smg_url.clone(), file.smg_url, |s| Ok(s.to_string()), Ok) {
+        Some((raw, src)) => match WorkerUrl::parse(&raw) {
+            Ok(u) => Some(u.to_string()),
+            Err(e) => {
+                r.problem("smg_url", src, e);
+                None
+            }
+        },
+        None => None,
+    };
+
     let (Some(admin_listen), Some(cluster), true) = (admin_listen, cluster, r.problems.is_empty())
     else {
         return Err(ConfigError(r.problems));
@@ -511,6 +525,7 @@ pub fn load(
         workers,
         log_format,
         cluster,
+        smg_url,
     })
 }
 

@@ -13,6 +13,7 @@ pub mod cluster_sync;
 pub mod config;
 pub mod declarative;
 pub mod events;
+pub mod gateway;
 pub mod health_settings;
 pub mod lifecycle;
 pub mod logging;

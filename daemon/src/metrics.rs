@@ -44,6 +44,12 @@ struct ReasonLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct SmgLabels {
+    op: &'static str,
+    result: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct MemberLabels {
     state: &'static str,
 }
@@ -70,6 +76,8 @@ pub struct Metrics {
     store_errors: Counter,
     store_commit_duration: Histogram,
     members: Family<MemberLabels, Gauge>,
+    smg_ops: Family<SmgLabels, Counter>,
+    smg_up: Gauge,
     gossip_malformed_values: Gauge,
     transport: Arc<OnceLock<Arc<TransportMetrics>>>,
 }
@@ -189,6 +197,8 @@ impl Metrics {
                 0.0001, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.5,
             ]),
             members: Family::default(),
+            smg_ops: Family::default(),
+            smg_up: Gauge::default(),
             gossip_malformed_values: Gauge::default(),
             transport: Arc::new(OnceLock::new()),
             registry: Registry::default(),
@@ -203,6 +213,12 @@ impl Metrics {
             "Values in the gossiped cluster state that failed to decode (ignored)",
             m.gossip_malformed_values.clone(),
         );
+        registry.register(
+            "smg_operations",
+            "Changes pushed to the smg gateway, by operation (add, remove) and result (ok, error)",
+            m.smg_ops.clone(),
+        );
+        registry.register("smg_up", "1 when the last sync with smg succeeded (0 without --smg-url)", m.smg_up.clone());
         registry.register_collector(Box::new(TransportCollector(Arc::clone(&m.transport))));
         registry.register(
             "workers",
@@ -304,6 +320,17 @@ impl Metrics {
     /// Attaches the gossip transport's counters (once gossip has started).
     pub fn attach_transport(&self, t: Arc<TransportMetrics>) {
         let _ = self.transport.set(t);
+    }
+
+    /// Counts one smg operation.
+    pub fn smg_op(&self, op: &'static str, ok: bool) {
+        let result = if ok { "ok" } else { "error" };
+        self.smg_ops.get_or_create(&SmgLabels { op, result }).inc();
+    }
+
+    /// Records whether the last smg sync succeeded.
+    pub fn smg_up(&self, up: bool) {
+        self.smg_up.set(i64::from(up));
     }
 
     /// Records the member counts.
