@@ -19,7 +19,7 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Run the daemon.
-    Agent(AgentArgs),
+    Agent(Box<AgentArgs>),
     /// Inspect and change the workers of a running agent.
     Workers {
         /// Connection to the agent.

@@ -499,7 +499,13 @@ pub fn load(
         },
     );
 
-    let smg_url = match r.pick("smg_url", args.smg_url.clone(), file.smg_url, |s| Ok(s.to_string()), Ok) {
+    let smg_url = match r.pick(
+        "smg_url",
+        args.smg_url.clone(),
+        file.smg_url,
+        |s| Ok(s.to_string()),
+        Ok,
+    ) {
         Some((raw, src)) => match WorkerUrl::parse(&raw) {
             Ok(u) => Some(u.to_string()),
             Err(e) => {

@@ -218,7 +218,11 @@ impl Metrics {
             "Changes pushed to the smg gateway, by operation (add, remove) and result (ok, error)",
             m.smg_ops.clone(),
         );
-        registry.register("smg_up", "1 when the last sync with smg succeeded (0 without --smg-url)", m.smg_up.clone());
+        registry.register(
+            "smg_up",
+            "1 when the last sync with smg succeeded (0 without --smg-url)",
+            m.smg_up.clone(),
+        );
         registry.register_collector(Box::new(TransportCollector(Arc::clone(&m.transport))));
         registry.register(
             "workers",

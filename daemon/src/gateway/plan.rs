@@ -69,11 +69,13 @@ mod tests {
 
     #[test]
     fn adds_missing_removes_stale_managed_and_leaves_foreign_workers_alone() {
-        let ready: BTreeMap<_, _> = [spec("http://a:1"), spec("http://b:2"), spec("http://c:3")].into_iter().collect();
+        let ready: BTreeMap<_, _> = [spec("http://a:1"), spec("http://b:2"), spec("http://c:3")]
+            .into_iter()
+            .collect();
         let gateway = vec![
-            gw("1", "http://a:1", true),      // in sync
-            gw("2", "http://B:2/", false),    // foreign, same worker: neither add nor remove
-            gw("3", "http://old:9", true),    // ours, no longer ready: remove
+            gw("1", "http://a:1", true),       // in sync
+            gw("2", "http://B:2/", false),     // foreign, same worker: neither add nor remove
+            gw("3", "http://old:9", true),     // ours, no longer ready: remove
             gw("4", "http://manual:7", false), // foreign, not ours: leave
         ];
         let p = plan(&ready, &gateway);
@@ -93,7 +95,10 @@ mod tests {
     #[test]
     fn unparsable_gateway_urls_are_never_matched_but_managed_ones_are_cleaned() {
         let ready: BTreeMap<_, _> = [spec("http://a:1")].into_iter().collect();
-        let p = plan(&ready, &[gw("x", "not a url", true), gw("y", "also bad", false)]);
+        let p = plan(
+            &ready,
+            &[gw("x", "not a url", true), gw("y", "also bad", false)],
+        );
         assert_eq!(p.remove, vec!["x".to_string()]);
         assert_eq!(p.add.len(), 1);
     }

@@ -60,12 +60,20 @@ impl SmgClient {
         crate::install_crypto_provider();
         Ok(SmgClient {
             base: base.trim_end_matches('/').to_string(),
-            http: reqwest::Client::builder().no_proxy().timeout(TIMEOUT).build()?,
+            http: reqwest::Client::builder()
+                .no_proxy()
+                .timeout(TIMEOUT)
+                .build()?,
             node_id: node_id.to_string(),
         })
     }
 
-    async fn send(&self, what: String, req: reqwest::RequestBuilder, ok: &[u16]) -> Result<Value, SmgError> {
+    async fn send(
+        &self,
+        what: String,
+        req: reqwest::RequestBuilder,
+        ok: &[u16],
+    ) -> Result<Value, SmgError> {
         let resp = req.send().await.map_err(|source| SmgError::Unreachable {
             url: what.clone(),
             source,
@@ -85,7 +93,9 @@ impl SmgClient {
     /// `GET /workers`.
     pub async fn list(&self) -> Result<Vec<GatewayWorker>, SmgError> {
         let url = format!("{}/workers", self.base);
-        let v = self.send(format!("GET {url}"), self.http.get(&url), &[200]).await?;
+        let v = self
+            .send(format!("GET {url}"), self.http.get(&url), &[200])
+            .await?;
         let workers = v["workers"].as_array().cloned().unwrap_or_default();
         Ok(workers
             .iter()
@@ -105,17 +115,25 @@ impl SmgClient {
     pub async fn add(&self, spec: &WorkerSpec) -> Result<(), SmgError> {
         let url = format!("{}/workers", self.base);
         let body = smg_body(spec, &self.node_id);
-        self.send(format!("POST {url} ({})", spec.url), self.http.post(&url).json(&body), &[200, 201, 202, 409])
-            .await
-            .map(|_| ())
+        self.send(
+            format!("POST {url} ({})", spec.url),
+            self.http.post(&url).json(&body),
+            &[200, 201, 202, 409],
+        )
+        .await
+        .map(|_| ())
     }
 
     /// `DELETE /workers/{id}`; a 404 (already gone) counts as done.
     pub async fn remove(&self, id: &str) -> Result<(), SmgError> {
         let url = format!("{}/workers/{id}", self.base);
-        self.send(format!("DELETE {url}"), self.http.delete(&url), &[200, 202, 204, 404])
-            .await
-            .map(|_| ())
+        self.send(
+            format!("DELETE {url}"),
+            self.http.delete(&url),
+            &[200, 202, 204, 404],
+        )
+        .await
+        .map(|_| ())
     }
 }
 
@@ -165,13 +183,17 @@ pub async fn reconcile(node: &Node, smg: &SmgClient) -> Result<(usize, usize), S
     let p = plan(&ready_set(node), &current);
     let (mut added, mut removed) = (0, 0);
     for spec in &p.add {
-        smg.add(spec).await.inspect_err(|_| node.metrics().smg_op("add", false))?;
+        smg.add(spec)
+            .await
+            .inspect_err(|_| node.metrics().smg_op("add", false))?;
         node.metrics().smg_op("add", true);
         tracing::info!(worker = %spec.url, "added to smg");
         added += 1;
     }
     for id in &p.remove {
-        smg.remove(id).await.inspect_err(|_| node.metrics().smg_op("remove", false))?;
+        smg.remove(id)
+            .await
+            .inspect_err(|_| node.metrics().smg_op("remove", false))?;
         node.metrics().smg_op("remove", true);
         tracing::info!(smg_id = %id, "removed from smg");
         removed += 1;
@@ -233,7 +255,10 @@ mod tests {
         assert_eq!(b["priority"], 50);
         assert_eq!(b["labels"]["zone"], "a");
         assert_eq!(b["labels"][MANAGED_LABEL], "node-1");
-        let plain = smg_body(&WorkerSpec::new(WorkerUrl::parse("http://h:1").unwrap()), "n");
+        let plain = smg_body(
+            &WorkerSpec::new(WorkerUrl::parse("http://h:1").unwrap()),
+            "n",
+        );
         assert!(plain.get("model_id").is_none() && plain.get("bootstrap_port").is_none());
     }
 }
