@@ -15,6 +15,7 @@ pub mod agent;
 pub mod binary;
 pub mod cluster;
 pub mod http;
+pub mod netns;
 pub mod smg;
 pub mod wait;
 pub mod worker;
