@@ -368,6 +368,20 @@ async fn comparison_smg_mesh_without_sidecars() {
     )
     .await;
     eprintln!("smg mesh: GB lists {:?} ({synced:?})", smg_urls(GB).await);
+    let gb_view: Value = c
+        .get(format!("http://{GB}:30000/workers"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    for w in gb_view["workers"].as_array().cloned().unwrap_or_default() {
+        eprintln!(
+            "smg mesh: GB sees {} status={} healthy={}",
+            w["url"], w["status"], w["is_healthy"]
+        );
+    }
     let a = chat_burst(GA).await;
     let b = chat_burst(GB).await;
     eprintln!("smg mesh: GA {a}");
