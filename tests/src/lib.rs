@@ -16,6 +16,7 @@ pub mod binary;
 pub mod cluster;
 pub mod http;
 pub mod netns;
+pub mod ns_cluster;
 pub mod smg;
 pub mod wait;
 pub mod worker;

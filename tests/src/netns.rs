@@ -128,9 +128,20 @@ impl Lab {
         ip(&["-n", &self.ns(short), "route", "add", dest, "via", via]);
     }
 
-    /// Starts `program args` inside host `short`; output goes to `log`. Killed on drop.
-    pub fn spawn(&mut self, short: &str, program: &str, args: &[&str], log: &std::path::Path) {
-        let f = std::fs::File::create(log).expect("log file");
+    /// Starts `program args` inside host `short`; output goes to `log` (appended).
+    /// Killed on drop. Returns a handle for [`Lab::kill`].
+    pub fn spawn(
+        &mut self,
+        short: &str,
+        program: &str,
+        args: &[&str],
+        log: &std::path::Path,
+    ) -> usize {
+        let f = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(log)
+            .expect("log file");
         let child = Command::new("ip")
             .args(["netns", "exec", &self.ns(short), program])
             .args(args)
@@ -140,6 +151,138 @@ impl Lab {
             .spawn()
             .expect("spawn in namespace");
         self.procs.push(child);
+        self.procs.len() - 1
+    }
+
+    /// Kills process `handle` with SIGKILL (a crash) and reaps it.
+    pub fn kill(&mut self, handle: usize) {
+        if let Some(p) = self.procs.get_mut(handle) {
+            let _ = p.kill();
+            let _ = p.wait();
+        }
+    }
+
+    /// Sends SIGTERM to process `handle` and waits up to `deadline` for it to exit;
+    /// returns whether it exited on its own.
+    pub fn terminate(&mut self, handle: usize, deadline: std::time::Duration) -> bool {
+        let Some(p) = self.procs.get_mut(handle) else {
+            return false;
+        };
+        let _ = Command::new("kill")
+            .args(["-TERM", &p.id().to_string()])
+            .status();
+        let end = std::time::Instant::now() + deadline;
+        while std::time::Instant::now() < end {
+            if let Ok(Some(_)) = p.try_wait() {
+                return true;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        let _ = p.kill();
+        let _ = p.wait();
+        false
+    }
+
+    /// Runs `cmd args` inside host `short` to completion, panicking on failure.
+    pub fn exec(&self, short: &str, cmd: &[&str]) {
+        let out = Command::new("ip")
+            .args(["netns", "exec", &self.ns(short)])
+            .args(cmd)
+            .output()
+            .expect("ip netns exec");
+        assert!(
+            out.status.success(),
+            "{cmd:?} in {short}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    /// Silently drops host `short`'s packets to `dest` (a blackhole route).
+    pub fn blackhole(&self, short: &str, dest: &str) {
+        ip(&["-n", &self.ns(short), "route", "add", "blackhole", dest]);
+    }
+
+    /// Removes a blackhole added with [`Lab::blackhole`].
+    pub fn unblackhole(&self, short: &str, dest: &str) {
+        ip(&["-n", &self.ns(short), "route", "del", "blackhole", dest]);
+    }
+
+    /// Whether this kernel has `sch_netem` (tried in a scratch namespace).
+    pub fn netem_available(&mut self) -> bool {
+        let ns = self.add_ns("nt");
+        Command::new("ip")
+            .args([
+                "netns", "exec", &ns, "tc", "qdisc", "add", "dev", "lo", "root", "netem", "delay",
+                "1ms",
+            ])
+            .output()
+            .is_ok_and(|o| o.status.success())
+    }
+
+    /// Drops `percent`% of the packets every host receives, with iptables' `statistic`
+    /// match (for kernels without `sch_netem`). Needs the `iptables` command.
+    pub fn drop_randomly(&self, percent: u32) -> Result<(), String> {
+        let p = format!("{:.2}", f64::from(percent) / 100.0);
+        for ns in self
+            .namespaces
+            .iter()
+            .filter(|n| !n.ends_with("sw") && !n.ends_with("nt"))
+        {
+            let out = Command::new("ip")
+                .args([
+                    "netns",
+                    "exec",
+                    ns,
+                    "iptables",
+                    "-A",
+                    "INPUT",
+                    "-m",
+                    "statistic",
+                    "--mode",
+                    "random",
+                    "--probability",
+                    &p,
+                    "-j",
+                    "DROP",
+                ])
+                .output()
+                .map_err(|e| format!("iptables: {e}"))?;
+            if !out.status.success() {
+                return Err(format!(
+                    "iptables in {ns}: {}",
+                    String::from_utf8_lossy(&out.stderr)
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// Adds `tc netem` impairment (e.g. `["loss", "10%", "delay", "50ms"]`) to every port
+    /// of the switch.
+    pub fn impair_switch(&self, netem: &[&str]) {
+        let sw = self.ns("sw");
+        let out = Command::new("ip")
+            .args(["-n", &sw, "-o", "link", "show"])
+            .output()
+            .expect("ip link");
+        for line in String::from_utf8_lossy(&out.stdout).lines() {
+            let name = line
+                .split(':')
+                .nth(1)
+                .map(|n| n.trim().split('@').next().unwrap_or("").to_string());
+            if let Some(name) = name.filter(|n| n.starts_with(&self.prefix)) {
+                let mut args = vec![
+                    "netns", "exec", &sw, "tc", "qdisc", "add", "dev", &name, "root", "netem",
+                ];
+                args.extend_from_slice(netem);
+                let st = Command::new("ip").args(&args).output().expect("tc");
+                assert!(
+                    st.status.success(),
+                    "tc on {name}: {}",
+                    String::from_utf8_lossy(&st.stderr)
+                );
+            }
+        }
     }
 }
 
