@@ -85,3 +85,12 @@ pub fn id_of(worker: &Value) -> String {
         .unwrap_or_else(|| panic!("no id in {worker}"))
         .to_string()
 }
+
+/// The id the agent gives the worker at `url` (derived the same way, from the shared
+/// model crate).
+pub fn worker_id_for(url: &str) -> String {
+    probemesh_gossip::model::WorkerUrl::parse(url)
+        .expect("valid worker URL")
+        .id()
+        .to_string()
+}
