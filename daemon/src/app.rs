@@ -167,6 +167,7 @@ impl App {
             token: config.admin_token.clone(),
             readiness,
             shutdown: shutdown.clone(),
+            list_cache: Default::default(),
         });
         let addr = listener.local_addr().context("reading the admin address")?;
         tracing::info!(node_id = %config.node_id, admin = %addr, token = config.admin_token.is_some(), "admin API listening");

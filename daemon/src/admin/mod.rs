@@ -43,6 +43,8 @@ pub struct AdminState {
     pub readiness: Readiness,
     /// Cancelled at shutdown; ends blocking queries early.
     pub shutdown: tokio_util::sync::CancellationToken,
+    /// Rendered worker lists.
+    pub list_cache: workers::ListCache,
 }
 
 /// The API router.

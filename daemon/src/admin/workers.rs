@@ -40,6 +40,22 @@ struct ListQuery {
     wait: Option<Duration>,
 }
 
+impl ListQuery {
+    /// The filters (not the blocking-query parameters) in a canonical form.
+    fn cache_key(&self) -> String {
+        let mut statuses: Vec<&str> = self.statuses.iter().flatten().map(|s| s.as_str()).collect();
+        statuses.sort_unstable();
+        statuses.dedup();
+        format!(
+            "{}|{}|{}|{}",
+            self.statuses.is_some(),
+            statuses.join(","),
+            self.model.as_deref().unwrap_or("\u{0}"),
+            self.url.as_ref().map_or("", |u| u.as_str())
+        )
+    }
+}
+
 fn parse_list_query(pairs: Vec<(String, String)>) -> Result<ListQuery, ApiError> {
     let mut q = ListQuery::default();
     let bad = |m: String| ApiError::bad_request("INVALID_QUERY", m);
@@ -111,6 +127,11 @@ pub async fn list(
             () = state.shutdown.cancelled() => {}
         }
     }
+    let key = q.cache_key();
+    let current = node.registry().read().index;
+    if let Some(body) = state.list_cache.get(&key, current) {
+        return Ok((index_header(current), json_body(body)).into_response());
+    }
     let view = node.registry().read();
     let mut entries: Vec<_> = view
         .workers
@@ -128,8 +149,60 @@ pub async fn list(
         .into_iter()
         .map(|e| WorkerJson::new(e, node.health(&e.reg.spec)))
         .collect();
-    let body = json!({"node_id": node.node_id(), "index": view.index, "workers": workers});
-    Ok((index_header(view.index), Json(body)).into_response())
+    let list = ListJson {
+        node_id: node.node_id(),
+        index: view.index,
+        workers,
+    };
+    let body = bytes::Bytes::from(
+        serde_json::to_vec(&list).map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "INTERNAL", e.to_string()))?,
+    );
+    let index = view.index;
+    drop(view);
+    state.list_cache.put(key, index, body.clone());
+    Ok((index_header(index), json_body(body)).into_response())
+}
+
+/// The body of `GET /v1/workers`.
+#[derive(serde::Serialize)]
+struct ListJson<'a> {
+    node_id: &'a str,
+    index: u64,
+    workers: Vec<WorkerJson<'a>>,
+}
+
+fn json_body(body: bytes::Bytes) -> impl IntoResponse {
+    ([(header::CONTENT_TYPE, "application/json")], body)
+}
+
+/// Rendered `GET /v1/workers` answers, per filter, valid while the view's index is
+/// unchanged and for at most [`ListCache::MAX_AGE`] (probe details such as
+/// `last_probe_at` change without moving the index). Gateways polling a large list
+/// then cost a copy, not a rendering.
+#[derive(Debug, Default)]
+pub struct ListCache {
+    entries: std::sync::Mutex<std::collections::HashMap<String, (u64, std::time::Instant, bytes::Bytes)>>,
+}
+
+impl ListCache {
+    /// How long a rendered list may be served.
+    pub const MAX_AGE: Duration = Duration::from_secs(1);
+    /// Distinct filters kept.
+    const MAX_ENTRIES: usize = 32;
+
+    fn get(&self, key: &str, index: u64) -> Option<bytes::Bytes> {
+        let entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
+        let (i, at, body) = entries.get(key)?;
+        (*i == index && at.elapsed() < Self::MAX_AGE).then(|| body.clone())
+    }
+
+    fn put(&self, key: String, index: u64, body: bytes::Bytes) {
+        let mut entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
+        if entries.len() >= Self::MAX_ENTRIES {
+            entries.clear();
+        }
+        entries.insert(key, (index, std::time::Instant::now(), body));
+    }
 }
 
 /// The `{id}` path segment; a segment that does not even decode (bad percent-encoding)
