@@ -28,6 +28,7 @@ pub async fn run(
 ) {
     let mut index_rx = node.registry().subscribe();
     let mut published: HashMap<String, String> = HashMap::new();
+    let mut warned_newer = std::collections::HashSet::new();
     let mut tick = tokio::time::interval(interval);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -37,7 +38,7 @@ pub async fn run(
             () = gossip.changed() => {}
             _ = tick.tick() => {}
         }
-        sync_once(&node, &gossip, &mut published).await;
+        sync_once(&node, &gossip, &mut published, &mut warned_newer).await;
     }
 }
 
@@ -46,9 +47,15 @@ pub async fn sync_once(
     node: &Arc<Node>,
     gossip: &GossipHandle,
     published: &mut HashMap<String, String>,
+    warned_newer: &mut std::collections::HashSet<String>,
 ) {
     let snap = gossip.snapshot().await;
     node.metrics().gossip_malformed(snap.malformed);
+    for peer in &snap.newer_format {
+        if warned_newer.insert(peer.clone()) {
+            tracing::warn!(peer = %peer, "ignoring records in a newer format than this build reads; upgrade this node");
+        }
+    }
     let alive = snap.live_node_ids().count();
     node.metrics().members(alive, snap.members.len() - alive);
     let actions = {

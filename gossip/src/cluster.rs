@@ -85,9 +85,22 @@ pub struct ClusterSnapshot {
     pub verdicts: BTreeMap<WorkerId, BTreeMap<String, Verdict>>,
     /// Values that failed to decode in this snapshot (dropped).
     pub malformed: u64,
+    /// Members publishing records of a newer major format than this build reads
+    /// (dropped, not misread; the daemon logs them).
+    pub newer_format: std::collections::BTreeSet<String>,
 }
 
 impl ClusterSnapshot {
+    fn note_bad(&mut self, e: &keys::ValueError, node: &str) {
+        self.malformed += 1;
+        if matches!(
+            e,
+            keys::ValueError::Codec(crate::codec::CodecError::NewerMajor { .. })
+        ) {
+            self.newer_format.insert(node.to_string());
+        }
+    }
+
     /// Decodes chitchat's state. Must be called with chitchat's lock held, so keep the
     /// caller's critical section to this call.
     pub fn read(chitchat: &Chitchat) -> ClusterSnapshot {
@@ -130,7 +143,7 @@ impl ClusterSnapshot {
                                 );
                             }
                         }
-                        Err(_) => snap.malformed += 1,
+                        Err(e) => snap.note_bad(&e, &cid.node_id),
                     }
                 } else if let Some(id) = key.strip_prefix(TOMB_PREFIX) {
                     match keys::decode_tombstone(id, value) {
@@ -143,7 +156,7 @@ impl ClusterSnapshot {
                                 snap.tombstones.insert(t.id.clone(), t);
                             }
                         }
-                        Err(_) => snap.malformed += 1,
+                        Err(e) => snap.note_bad(&e, &cid.node_id),
                     }
                 } else if let Some(id) = key.strip_prefix(STATUS_PREFIX) {
                     if is_self || !alive {

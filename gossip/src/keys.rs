@@ -3,7 +3,9 @@
 //! Each node publishes only its own keys:
 //! - `reg:<worker id>`: a registration this node advertises (base64 of the versioned
 //!   postcard [`Registration`]);
-//! - `st:<worker id>`: this node's verdict, `<generation>:<status>`;
+//! - `st:<worker id>`: this node's verdict, `<generation>:<status>:<since, ms>`;
+//! - `tomb:<worker id>`: a tombstone this node holds (every node republishes the
+//!   tombstones it knows, so they outlive their writer);
 //! - `meta:version`: the probemesh version of the node.
 //!
 //! chitchat values are strings, hence base64 for the binary records.

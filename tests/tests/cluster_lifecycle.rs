@@ -240,3 +240,28 @@ async fn a_node_restarted_with_an_empty_data_dir_learns_everything_from_its_peer
         "a deleted worker came back on a fresh node"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_registration_survives_its_owner_gone_for_good_and_every_other_node_restarting() {
+    let mut cluster = Cluster::start(3, &[]).await;
+    let worker = TestWorker::start(Health::Healthy);
+    let id = id_of(
+        &cluster.agents[0]
+            .api()
+            .register(&json!({"url": worker.url()}))
+            .await,
+    );
+    for a in &cluster.agents {
+        wait_status(a.api(), &id, "ready").await;
+    }
+    cluster.agents[0].kill9();
+    // Both survivors crash together and come back: nobody is left to gossip it to them.
+    cluster.agents[1].kill9();
+    cluster.agents[2].kill9();
+    cluster.agents[1].restart().await;
+    cluster.agents[2].restart().await;
+    for a in &cluster.agents[1..] {
+        let w = wait_status(a.api(), &id, "ready").await;
+        assert_eq!(w["owner"], "node-0");
+    }
+}

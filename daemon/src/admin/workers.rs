@@ -154,9 +154,9 @@ pub async fn list(
         index: view.index,
         workers,
     };
-    let body = bytes::Bytes::from(
-        serde_json::to_vec(&list).map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "INTERNAL", e.to_string()))?,
-    );
+    let body = bytes::Bytes::from(serde_json::to_vec(&list).map_err(|e| {
+        ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "INTERNAL", e.to_string())
+    })?);
     let index = view.index;
     drop(view);
     state.list_cache.put(key, index, body.clone());
@@ -181,7 +181,9 @@ fn json_body(body: bytes::Bytes) -> impl IntoResponse {
 /// then cost a copy, not a rendering.
 #[derive(Debug, Default)]
 pub struct ListCache {
-    entries: std::sync::Mutex<std::collections::HashMap<String, (u64, std::time::Instant, bytes::Bytes)>>,
+    entries: std::sync::Mutex<
+        std::collections::HashMap<String, (u64, std::time::Instant, bytes::Bytes)>,
+    >,
 }
 
 impl ListCache {

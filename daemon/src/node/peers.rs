@@ -106,7 +106,14 @@ impl Node {
         let _gate = self.gate.lock().await;
         match action {
             ImportAction::Insert(reg) => {
-                if self.registry.get(&reg.id).is_none() && !self.is_dead(&reg) {
+                if self.registry.get(&reg.id).is_none()
+                    && !self.is_dead(&reg)
+                    && self.allowed(&reg.spec)
+                {
+                    // Every node keeps every registration on disk, so a registration
+                    // survives even when its owner is gone for good and the others
+                    // restart (S8).
+                    self.commit(Mutation::PutRegistration(reg.clone())).await?;
                     self.import(reg);
                 }
             }
@@ -117,11 +124,9 @@ impl Node {
                     .is_some_and(|e| e.reg.generation < reg.generation)
                     && !self.is_dead(&reg)
                 {
-                    if current.is_some_and(|e| e.origin == Origin::Local) {
-                        // Our older registration is superseded: keep the newer one on disk
-                        // so a restart does not bring the old generation back.
-                        self.commit(Mutation::PutRegistration(reg.clone())).await?;
-                    }
+                    // The newer generation replaces the older one on disk too, so a
+                    // restart does not bring the old generation back.
+                    self.commit(Mutation::PutRegistration(reg.clone())).await?;
                     self.import(reg);
                 }
             }
@@ -133,13 +138,11 @@ impl Node {
                 {
                     return Ok(());
                 }
-                if current.origin == Origin::Local {
-                    // A PATCH made on another node to a worker this node owns: keep it on
-                    // disk (owner unchanged) so this node advertises it from now on.
-                    let mut mine = reg.clone();
-                    mine.owner = current.reg.owner.clone();
-                    self.commit(Mutation::PutRegistration(mine)).await?;
-                }
+                // A PATCH made on another node: keep it on disk. The owner stays
+                // unchanged, so an owner advertises the patched spec from now on.
+                let mut patched = reg.clone();
+                patched.owner = current.reg.owner.clone();
+                self.commit(Mutation::PutRegistration(patched)).await?;
                 let interval_before = self.health(&current.reg.spec).interval;
                 if let Some((entry, transition)) =
                     self.registry

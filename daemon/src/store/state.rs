@@ -83,7 +83,11 @@ impl DurableState {
 
     /// The generation a new registration of `id` gets.
     pub fn next_generation(&self, id: &WorkerId) -> u64 {
-        self.last_generation.get(id).copied().unwrap_or(0) + 1
+        self.last_generation
+            .get(id)
+            .copied()
+            .unwrap_or(0)
+            .saturating_add(1)
     }
 
     fn bump_generation(&mut self, id: &WorkerId, generation: u64) {
