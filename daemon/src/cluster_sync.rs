@@ -27,8 +27,7 @@ pub async fn run(
     stop: CancellationToken,
 ) {
     let mut index_rx = node.registry().subscribe();
-    let mut published: HashMap<String, String> = HashMap::new();
-    let mut warned_newer = std::collections::HashSet::new();
+    let mut state = SyncState::default();
     let mut tick = tokio::time::interval(interval);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -38,17 +37,51 @@ pub async fn run(
             () = gossip.changed() => {}
             _ = tick.tick() => {}
         }
-        sync_once(&node, &gossip, &mut published, &mut warned_newer).await;
+        sync_once(&node, &gossip, &mut state).await;
     }
 }
 
-/// One reconciliation in both directions.
-pub async fn sync_once(
-    node: &Arc<Node>,
-    gossip: &GossipHandle,
-    published: &mut HashMap<String, String>,
-    warned_newer: &mut std::collections::HashSet<String>,
-) {
+/// What the sync loop remembers between rounds.
+#[derive(Debug, Default)]
+pub struct SyncState {
+    /// The keys this node published last, with their values.
+    published: HashMap<String, String>,
+    /// Peers already warned about for a newer record format.
+    warned_newer: std::collections::HashSet<String>,
+    /// Cluster fingerprint, view index and tombstone count after the last full round:
+    /// when none changed there is nothing to import or publish.
+    last: Option<(Vec<(String, u64, u64, bool)>, u64, usize)>,
+}
+
+/// One reconciliation in both directions; skipped when neither the cluster state nor
+/// the local view changed since the last one (the common case, which keeps a node with
+/// 10,000 workers from decoding and re-encoding them every gossip round).
+pub async fn sync_once(node: &Arc<Node>, gossip: &GossipHandle, state: &mut SyncState) {
+    let fingerprint = gossip.fingerprint().await;
+    let now = (
+        fingerprint,
+        node.registry().read().index,
+        node.tombstone_count(),
+    );
+    if state.last.as_ref() == Some(&now) {
+        return;
+    }
+    // A round that changed something (imports, published keys) is followed by another
+    // full one, which sees the result; only a round with nothing to do is remembered.
+    state.last = if full_sync(node, gossip, state).await {
+        None
+    } else {
+        Some(now)
+    };
+}
+
+/// Returns whether it changed anything.
+async fn full_sync(node: &Arc<Node>, gossip: &GossipHandle, state: &mut SyncState) -> bool {
+    let SyncState {
+        published,
+        warned_newer,
+        ..
+    } = state;
     let snap = gossip.snapshot().await;
     node.metrics().gossip_malformed(snap.malformed);
     for peer in &snap.newer_format {
@@ -86,6 +119,7 @@ pub async fn sync_once(
     let adopter = import::is_adopter(node.node_id(), snap.live_node_ids());
     let advertised_by_live_peers = snap.advertised_by_live_peer.clone();
     node.set_cluster(snap);
+    let imported = !actions.is_empty();
     for action in actions {
         if let Err(e) = node.apply_import(action).await {
             tracing::warn!(error = %e, "could not apply a change learned from a peer; will retry");
@@ -145,6 +179,8 @@ pub async fn sync_once(
             changes.push((k.clone(), None));
         }
     }
+    let changed = imported || !changes.is_empty();
     gossip.update_keys(changes).await;
     *published = desired;
+    changed
 }

@@ -130,6 +130,29 @@ impl GossipHandle {
             .await;
     }
 
+    /// A cheap summary of the cluster state: every member's id, generation, highest
+    /// key version and liveness. Equal fingerprints mean nothing a snapshot shows has
+    /// changed, so callers can skip decoding.
+    pub async fn fingerprint(&self) -> Vec<(String, u64, u64, bool)> {
+        self.handle
+            .with_chitchat(|c| {
+                let live: std::collections::HashSet<&chitchat::ChitchatId> =
+                    c.live_nodes().collect();
+                c.node_states()
+                    .iter()
+                    .map(|(id, st)| {
+                        (
+                            id.node_id.to_string(),
+                            id.generation_id,
+                            st.max_version(),
+                            live.contains(id),
+                        )
+                    })
+                    .collect()
+            })
+            .await
+    }
+
     /// Decodes the current cluster state.
     pub async fn snapshot(&self) -> ClusterSnapshot {
         self.handle

@@ -80,7 +80,7 @@ impl Checker {
             .redirect(reqwest::redirect::Policy::none())
             .no_proxy()
             .pool_idle_timeout(Duration::from_secs(90))
-            .pool_max_idle_per_host(2)
+            .pool_max_idle_per_host(1)
             .tcp_nodelay(true)
             .build()?;
         Ok(Checker { client })
