@@ -41,6 +41,9 @@ pub async fn run(
     }
 }
 
+/// Cluster fingerprint (see `GossipHandle::fingerprint`), view index, tombstone count.
+type Observed = (Vec<(String, u64, u64, bool)>, u64, usize);
+
 /// What the sync loop remembers between rounds.
 #[derive(Debug, Default)]
 pub struct SyncState {
@@ -50,7 +53,7 @@ pub struct SyncState {
     warned_newer: std::collections::HashSet<String>,
     /// Cluster fingerprint, view index and tombstone count after the last full round:
     /// when none changed there is nothing to import or publish.
-    last: Option<(Vec<(String, u64, u64, bool)>, u64, usize)>,
+    last: Option<Observed>,
 }
 
 /// One reconciliation in both directions; skipped when neither the cluster state nor
