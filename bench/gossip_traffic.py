@@ -1,0 +1,102 @@
+#!/usr/bin/env python3
+"""Steady-state gossip traffic: N agents on loopback sharing W workers.
+
+Starts N agents (default gossip interval, 200 ms), registers W workers spread over them
+(health checks disabled, so the figure is gossip only and the machine is not busy
+probing), waits until every agent lists every worker, lets the cluster settle, then
+reads probemesh_gossip_bytes_out_total / messages_out_total on every agent twice,
+SECONDS apart, and prints bytes per second per node.
+
+Usage: bench/gossip_traffic.py [N] [W] [SECONDS]     (default 16 1000 30)
+Env SETTLE: seconds to wait after every agent lists every worker (default 60).
+Needs: cargo build --release -p probemesh.
+"""
+import json
+import os
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+BIN = os.environ.get("PROBEMESH_BIN", os.path.join(ROOT, "target", "release", "probemesh"))
+
+
+def free_port(kind=socket.SOCK_STREAM):
+    s = socket.socket(socket.AF_INET, kind)
+    s.bind(("127.0.0.1", 0))
+    p = s.getsockname()[1]
+    s.close()
+    return p
+
+
+def req(method, url, body=None):
+    data = json.dumps(body).encode() if body is not None else None
+    r = urllib.request.Request(url, data=data, method=method, headers={"Content-Type": "application/json"} if data else {})
+    with urllib.request.urlopen(r, timeout=30) as resp:
+        return resp.read()
+
+
+def metric(base, name):
+    for line in req("GET", f"{base}/metrics").decode().splitlines():
+        if line.startswith(name + " "):
+            return float(line.split()[1])
+    return 0.0
+
+
+def main():
+    n = int(sys.argv[1]) if len(sys.argv) > 1 else 16
+    w = int(sys.argv[2]) if len(sys.argv) > 2 else 1000
+    seconds = int(sys.argv[3]) if len(sys.argv) > 3 else 30
+    with tempfile.TemporaryDirectory() as d:
+        subprocess.run([BIN, "tls", "ca", "create", "--out", f"{d}/ca"], check=True, capture_output=True)
+        nodes, procs = [], []
+        for i in range(n):
+            name = f"n{i}"
+            subprocess.run([BIN, "tls", "cert", "create", "--ca", f"{d}/ca", "--node", name, "--out", f"{d}/certs"], check=True, capture_output=True)
+            nodes.append((name, free_port(), free_port(socket.SOCK_DGRAM)))
+        for i, (name, admin, gossip) in enumerate(nodes):
+            args = [BIN, "agent", "--node-id", name, "--data-dir", f"{d}/{name}", "--admin-listen", f"127.0.0.1:{admin}",
+                    "--gossip-listen", f"127.0.0.1:{gossip}", "--tls-ca", f"{d}/ca/ca.pem",
+                    "--tls-cert", f"{d}/certs/{name}.pem", "--tls-key", f"{d}/certs/{name}-key.pem"]
+            if i > 0:
+                args += ["--seeds", f"127.0.0.1:{nodes[0][2]}"]
+            procs.append(subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+        bases = [f"http://127.0.0.1:{admin}" for _, admin, _ in nodes]
+        try:
+            for b in bases:
+                for _ in range(600):
+                    try:
+                        req("GET", f"{b}/v1/ready")
+                        break
+                    except OSError:
+                        time.sleep(0.05)
+            for j in range(w):
+                req("POST", f"{bases[j % n]}/v1/workers", {"url": f"http://10.3.{j // 250}.{j % 250 + 1}:8000", "health": {"disable": True}})
+            t0 = time.monotonic()
+            for b in bases:
+                while len(json.loads(req("GET", f"{b}/v1/workers"))["workers"]) < w:
+                    time.sleep(0.5)
+            print(f"{w} registrations known to all {n} agents after {time.monotonic() - t0:.1f} s")
+            # Let verdicts and imports settle before measuring (SETTLE seconds).
+            time.sleep(float(os.environ.get("SETTLE", "60")))
+            before = [(metric(b, "probemesh_gossip_bytes_out_total"), metric(b, "probemesh_gossip_messages_out_total")) for b in bases]
+            time.sleep(seconds)
+            after = [(metric(b, "probemesh_gossip_bytes_out_total"), metric(b, "probemesh_gossip_messages_out_total")) for b in bases]
+            rates = sorted((a[0] - b0[0]) / seconds for a, b0 in zip(after, before))
+            msgs = sum(a[1] - b0[1] for a, b0 in zip(after, before)) / seconds / n
+            print(f"steady state, {n} agents x {w} workers, gossip 200 ms: bytes out per node median {rates[n // 2] / 1024:.1f} KB/s, max {rates[-1] / 1024:.1f} KB/s; {msgs:.1f} messages/s per node")
+        finally:
+            for p in procs:
+                p.terminate()
+            for p in procs:
+                try:
+                    p.wait(10)
+                except subprocess.TimeoutExpired:
+                    p.kill()
+
+
+if __name__ == "__main__":
+    main()
