@@ -30,6 +30,12 @@ pub fn run(args: ClientArgs, cmd: WorkersCommand) -> ExitCode {
         );
         return ExitCode::from(2);
     }
+    block_on(execute(&args, cmd))
+}
+
+/// Runs a client future on a small runtime: exit 0 on success, 1 (message on stderr) on
+/// an API or connection error.
+fn block_on(fut: impl std::future::Future<Output = anyhow::Result<()>>) -> ExitCode {
     let rt = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -40,7 +46,7 @@ pub fn run(args: ClientArgs, cmd: WorkersCommand) -> ExitCode {
             return ExitCode::from(1);
         }
     };
-    match rt.block_on(execute(&args, cmd)) {
+    match rt.block_on(fut) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {e:#}");
@@ -51,17 +57,7 @@ pub fn run(args: ClientArgs, cmd: WorkersCommand) -> ExitCode {
 
 /// Runs `probemesh members`.
 pub fn run_members(args: ClientArgs) -> ExitCode {
-    let rt = match tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("error: cannot start the client runtime: {e}");
-            return ExitCode::from(1);
-        }
-    };
-    let result = rt.block_on(async {
+    block_on(async {
         let api = Api::new(&args)?;
         let v = api.call(reqwest::Method::GET, "/v1/members", None).await?;
         if args.json {
@@ -69,15 +65,8 @@ pub fn run_members(args: ClientArgs) -> ExitCode {
         } else {
             print!("{}", table::members(&v));
         }
-        anyhow::Ok(())
-    });
-    match result {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("error: {e:#}");
-            ExitCode::from(1)
-        }
-    }
+        Ok(())
+    })
 }
 
 pub(crate) struct Api {
