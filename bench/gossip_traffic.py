@@ -83,7 +83,17 @@ def main():
             # Let verdicts and imports settle before measuring (SETTLE seconds).
             time.sleep(float(os.environ.get("SETTLE", "60")))
             before = [(metric(b, "probemesh_gossip_bytes_out_total"), metric(b, "probemesh_gossip_messages_out_total")) for b in bases]
-            time.sleep(seconds)
+            flaps, moved = 0, 0
+            idx0 = [json.loads(req("GET", f"{b}/v1/workers?status=ready&model=none"))["index"] for b in bases]
+            end = time.monotonic() + seconds
+            while time.monotonic() < end:
+                for b in bases:
+                    members = json.loads(req("GET", f"{b}/v1/members"))["members"]
+                    flaps += sum(1 for m in members if m["state"] != "alive")
+                time.sleep(1)
+            idx1 = [json.loads(req("GET", f"{b}/v1/workers?status=ready&model=none"))["index"] for b in bases]
+            moved = sum(1 for a, b0 in zip(idx1, idx0) if a != b0)
+            print(f"during the window: {flaps} member observations not alive; {moved} of {n} local views changed")
             after = [(metric(b, "probemesh_gossip_bytes_out_total"), metric(b, "probemesh_gossip_messages_out_total")) for b in bases]
             rates = sorted((a[0] - b0[0]) / seconds for a, b0 in zip(after, before))
             msgs = sum(a[1] - b0[1] for a, b0 in zip(after, before)) / seconds / n
