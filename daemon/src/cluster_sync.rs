@@ -54,7 +54,15 @@ pub struct SyncState {
     /// Cluster fingerprint, view index and tombstone count after the last full round:
     /// when none changed there is nothing to import or publish.
     last: Option<Observed>,
+    /// Since when each registration has had no live advertiser (adoption waits
+    /// [`ADOPT_AFTER`] so that a missed heartbeat does not move keys back and forth).
+    orphaned_since: HashMap<WorkerId, tokio::time::Instant>,
 }
+
+/// How long a registration must have had no live advertiser before the adopter takes
+/// it over. Far below `--dead-node-grace-period` (the dead owner's own record stays
+/// readable that long), far above a flapping failure detector's false alarms.
+pub const ADOPT_AFTER: Duration = Duration::from_secs(5);
 
 /// One reconciliation in both directions; skipped when neither the cluster state nor
 /// the local view changed since the last one (the common case, which keeps a node with
@@ -71,11 +79,13 @@ pub async fn sync_once(node: &Arc<Node>, gossip: &GossipHandle, state: &mut Sync
     }
     // A round that changed something (imports, published keys) is followed by another
     // full one, which sees the result; only a round with nothing to do is remembered.
-    state.last = if full_sync(node, gossip, state).await {
-        None
-    } else {
-        Some(now)
-    };
+    // Pending adoptions also need full rounds, until their wait is over.
+    let changed = full_sync(node, gossip, state).await;
+    let waiting = state
+        .orphaned_since
+        .values()
+        .any(|since| since.elapsed() < ADOPT_AFTER);
+    state.last = if changed || waiting { None } else { Some(now) };
 }
 
 /// Returns whether it changed anything.
@@ -83,6 +93,7 @@ async fn full_sync(node: &Arc<Node>, gossip: &GossipHandle, state: &mut SyncStat
     let SyncState {
         published,
         warned_newer,
+        orphaned_since,
         ..
     } = state;
     let snap = gossip.snapshot().await;
@@ -139,6 +150,11 @@ async fn full_sync(node: &Arc<Node>, gossip: &GossipHandle, state: &mut SyncStat
         }
     }
 
+    // Forget wait timers of registrations that have an advertiser again (or are gone).
+    orphaned_since.retain(|id, _| {
+        !advertised_by_live_peers.contains_key(id) && node.registry().get(id).is_some()
+    });
+
     // What this node should be publishing now.
     let mut desired: HashMap<String, String> = HashMap::new();
     {
@@ -155,7 +171,17 @@ async fn full_sync(node: &Arc<Node>, gossip: &GossipHandle, state: &mut SyncStat
             let owns = e.origin == Origin::Local;
             let peers_newest = advertised_by_live_peers.get(id).copied();
             // Adopt a registration no live member advertises (its owner died, S8).
-            let adopts = e.origin == Origin::Peer && adopter && peers_newest.is_none();
+            let orphan = e.origin == Origin::Peer && peers_newest.is_none();
+            let adopts = orphan
+                && adopter
+                && orphaned_since
+                    .get(id)
+                    .is_some_and(|since| since.elapsed() >= ADOPT_AFTER);
+            if orphan && !adopts {
+                orphaned_since
+                    .entry(id.clone())
+                    .or_insert_with(tokio::time::Instant::now);
+            }
             // Carry a PATCH made here until the advertisers have taken it (S9).
             let newer_here =
                 peers_newest.is_some_and(|best| best < (e.reg.generation, e.reg.revision));
