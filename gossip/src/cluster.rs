@@ -7,6 +7,7 @@ use crate::model::{Registration, Status, Tombstone, WorkerId};
 use chitchat::{Chitchat, ChitchatId};
 use std::collections::{BTreeMap, HashSet};
 use std::net::SocketAddr;
+use std::sync::Arc;
 
 /// Liveness of a member as the failure detector sees it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -69,6 +70,69 @@ pub struct Verdict {
     pub since_ms: u64,
 }
 
+/// One member's records, decoded once per version of its state.
+#[derive(Debug, Default)]
+pub struct NodeRecords {
+    registrations: Vec<Registration>,
+    tombstones: Vec<Tombstone>,
+    verdicts: Vec<(WorkerId, Verdict)>,
+    malformed: u64,
+    newer_format: bool,
+    version: Option<String>,
+}
+
+impl NodeRecords {
+    fn decode(state: &chitchat::NodeState) -> NodeRecords {
+        let mut r = NodeRecords {
+            version: state.get(VERSION_KEY).map(str::to_string),
+            ..Default::default()
+        };
+        for (key, value) in state.key_values() {
+            if let Some(id) = key.strip_prefix(REG_PREFIX) {
+                match keys::decode_registration(id, value) {
+                    Ok(reg) => r.registrations.push(reg),
+                    Err(e) => r.note_bad(&e),
+                }
+            } else if let Some(id) = key.strip_prefix(TOMB_PREFIX) {
+                match keys::decode_tombstone(id, value) {
+                    Ok(t) => r.tombstones.push(t),
+                    Err(e) => r.note_bad(&e),
+                }
+            } else if let Some(id) = key.strip_prefix(STATUS_PREFIX) {
+                match (WorkerId::parse(id), keys::decode_status(value)) {
+                    (Some(wid), Ok((generation, status, since_ms))) => r.verdicts.push((
+                        wid,
+                        Verdict {
+                            generation,
+                            status,
+                            since_ms,
+                        },
+                    )),
+                    _ => r.malformed += 1,
+                }
+            }
+        }
+        r
+    }
+
+    fn note_bad(&mut self, e: &keys::ValueError) {
+        self.malformed += 1;
+        if matches!(
+            e,
+            keys::ValueError::Codec(crate::codec::CodecError::NewerMajor { .. })
+        ) {
+            self.newer_format = true;
+        }
+    }
+}
+
+/// Decoded records per member and state version, reused while a member's state is
+/// unchanged: a change on one member costs decoding that member, not the cluster.
+#[derive(Debug, Default)]
+pub struct DecodeCache {
+    nodes: std::collections::HashMap<ChitchatId, (u64, Arc<NodeRecords>)>,
+}
+
 /// Everything the daemon needs from the cluster state, decoded.
 #[derive(Clone, Debug, Default)]
 pub struct ClusterSnapshot {
@@ -91,105 +155,35 @@ pub struct ClusterSnapshot {
 }
 
 impl ClusterSnapshot {
-    fn note_bad(&mut self, e: &keys::ValueError, node: &str) {
-        self.malformed += 1;
-        if matches!(
-            e,
-            keys::ValueError::Codec(crate::codec::CodecError::NewerMajor { .. })
-        ) {
-            self.newer_format.insert(node.to_string());
-        }
-    }
-
     /// Decodes chitchat's state. Must be called with chitchat's lock held, so keep the
     /// caller's critical section to this call.
     pub fn read(chitchat: &Chitchat) -> ClusterSnapshot {
+        ClusterSnapshot::read_cached(chitchat, &mut DecodeCache::default())
+    }
+
+    /// Like [`ClusterSnapshot::read`], but decodes only the members whose state changed
+    /// since the last call with the same `cache` (the others' records are reused).
+    pub fn read_cached(chitchat: &Chitchat, cache: &mut DecodeCache) -> ClusterSnapshot {
         let self_id = chitchat.self_chitchat_id().clone();
         let live: HashSet<&ChitchatId> = chitchat.live_nodes().collect();
         let mut snap = ClusterSnapshot::default();
+        let mut seen: HashSet<ChitchatId> = HashSet::new();
         for (cid, state) in chitchat.node_states() {
+            seen.insert(cid.clone());
+            let version = state.max_version();
+            let records = match cache.nodes.get(cid) {
+                Some((v, r)) if *v == version => Arc::clone(r),
+                _ => {
+                    let r = Arc::new(NodeRecords::decode(state));
+                    cache.nodes.insert(cid.clone(), (version, Arc::clone(&r)));
+                    r
+                }
+            };
             let is_self = *cid == self_id;
             let alive = is_self || live.contains(cid);
-            let mut owned = 0;
-            for (key, value) in state.key_values() {
-                if let Some(id) = key.strip_prefix(REG_PREFIX) {
-                    match keys::decode_registration(id, value) {
-                        Ok(reg) => {
-                            owned += 1;
-                            if alive && !is_self {
-                                let key = (reg.generation, reg.revision);
-                                let best = snap
-                                    .advertised_by_live_peer
-                                    .entry(reg.id.clone())
-                                    .or_insert(key);
-                                *best = (*best).max(key);
-                            }
-                            // The newest record wins: by generation, then revision, then
-                            // advertiser id, so every node picks the same one.
-                            let rank = |r: &Registration, by: &str| {
-                                (r.generation, r.revision, by.to_string())
-                            };
-                            let newer = snap
-                                .registrations
-                                .get(&reg.id)
-                                .is_none_or(|a| rank(&a.reg, &a.by) < rank(&reg, &cid.node_id));
-                            if newer {
-                                snap.registrations.insert(
-                                    reg.id.clone(),
-                                    Advertised {
-                                        reg,
-                                        by: cid.node_id.to_string(),
-                                    },
-                                );
-                            }
-                        }
-                        Err(e) => snap.note_bad(&e, &cid.node_id),
-                    }
-                } else if let Some(id) = key.strip_prefix(TOMB_PREFIX) {
-                    match keys::decode_tombstone(id, value) {
-                        Ok(t) => {
-                            if snap
-                                .tombstones
-                                .get(&t.id)
-                                .is_none_or(|old| old.generation < t.generation)
-                            {
-                                snap.tombstones.insert(t.id.clone(), t);
-                            }
-                        }
-                        Err(e) => snap.note_bad(&e, &cid.node_id),
-                    }
-                } else if let Some(id) = key.strip_prefix(STATUS_PREFIX) {
-                    if is_self || !alive {
-                        continue;
-                    }
-                    match (WorkerId::parse(id), keys::decode_status(value)) {
-                        (Some(wid), Ok((generation, status, since_ms))) => {
-                            snap.verdicts.entry(wid).or_default().insert(
-                                cid.node_id.to_string(),
-                                Verdict {
-                                    generation,
-                                    status,
-                                    since_ms,
-                                },
-                            );
-                        }
-                        _ => snap.malformed += 1,
-                    }
-                }
-            }
-            snap.members.push(Member {
-                node_id: cid.node_id.to_string(),
-                gossip_addr: cid.gossip_advertise_addr,
-                state: if alive {
-                    MemberState::Alive
-                } else {
-                    MemberState::Dead
-                },
-                is_self,
-                workers_owned: owned,
-                version: state.get(VERSION_KEY).map(str::to_string),
-            });
+            snap.merge(cid, &records, is_self, alive);
         }
+        cache.nodes.retain(|cid, _| seen.contains(cid));
         // A restarted node appears twice (old and new generation) until the old state
         // is forgotten; show one member per node id, alive if any instance is.
         snap.members.sort_by(|a, b| {
@@ -200,6 +194,68 @@ impl ClusterSnapshot {
         snap.members
             .dedup_by(|later, first| later.node_id == first.node_id);
         snap
+    }
+
+    fn merge(&mut self, cid: &ChitchatId, r: &NodeRecords, is_self: bool, alive: bool) {
+        let by = cid.node_id.to_string();
+        self.malformed += r.malformed;
+        if r.newer_format {
+            self.newer_format.insert(by.clone());
+        }
+        for reg in &r.registrations {
+            if alive && !is_self {
+                let key = (reg.generation, reg.revision);
+                let best = self
+                    .advertised_by_live_peer
+                    .entry(reg.id.clone())
+                    .or_insert(key);
+                *best = (*best).max(key);
+            }
+            // The newest record wins: by generation, then revision, then advertiser id,
+            // so every node picks the same one.
+            let newer = self.registrations.get(&reg.id).is_none_or(|a| {
+                (a.reg.generation, a.reg.revision, a.by.as_str())
+                    < (reg.generation, reg.revision, by.as_str())
+            });
+            if newer {
+                self.registrations.insert(
+                    reg.id.clone(),
+                    Advertised {
+                        reg: reg.clone(),
+                        by: by.clone(),
+                    },
+                );
+            }
+        }
+        for t in &r.tombstones {
+            if self
+                .tombstones
+                .get(&t.id)
+                .is_none_or(|old| old.generation < t.generation)
+            {
+                self.tombstones.insert(t.id.clone(), t.clone());
+            }
+        }
+        if alive && !is_self {
+            for (wid, v) in &r.verdicts {
+                self.verdicts
+                    .entry(wid.clone())
+                    .or_default()
+                    .insert(by.clone(), *v);
+            }
+        }
+        self.members.push(Member {
+            node_id: by,
+            gossip_addr: cid.gossip_advertise_addr,
+            state: if alive {
+                MemberState::Alive
+            } else {
+                MemberState::Dead
+            },
+            is_self,
+            workers_owned: r.registrations.len(),
+            version: r.version.clone(),
+        });
     }
 
     /// Node ids of the live members, self included.

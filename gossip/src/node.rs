@@ -52,6 +52,7 @@ pub fn failure_detector(
 /// A running gossip node.
 pub struct GossipHandle {
     handle: ChitchatHandle,
+    decode_cache: std::sync::Mutex<crate::cluster::DecodeCache>,
     changed: Arc<Notify>,
     _listener: ListenerHandle,
 }
@@ -96,6 +97,7 @@ pub async fn spawn_gossip(
         .subscribe_event("", move |_| notify.notify_one());
     Ok(GossipHandle {
         handle,
+        decode_cache: std::sync::Mutex::new(Default::default()),
         changed,
         _listener: listener,
     })
@@ -155,8 +157,14 @@ impl GossipHandle {
 
     /// Decodes the current cluster state.
     pub async fn snapshot(&self) -> ClusterSnapshot {
+        let cache = &self.decode_cache;
         self.handle
-            .with_chitchat(|c| ClusterSnapshot::read(c))
+            .with_chitchat(|c| {
+                // Only this method takes the cache, under chitchat's lock; a poisoned
+                // cache is just a cache.
+                let mut cache = cache.lock().unwrap_or_else(|e| e.into_inner());
+                ClusterSnapshot::read_cached(c, &mut cache)
+            })
             .await
     }
 
