@@ -82,12 +82,13 @@ pub struct NodeRecords {
 }
 
 impl NodeRecords {
-    fn decode(state: &chitchat::NodeState) -> NodeRecords {
-        let mut r = NodeRecords {
-            version: state.get(VERSION_KEY).map(str::to_string),
-            ..Default::default()
-        };
-        for (key, value) in state.key_values() {
+    fn decode<'a>(key_values: impl Iterator<Item = (&'a str, &'a str)>) -> NodeRecords {
+        let mut r = NodeRecords::default();
+        for (key, value) in key_values {
+            if key == VERSION_KEY {
+                r.version = Some(value.to_string());
+                continue;
+            }
             if let Some(id) = key.strip_prefix(REG_PREFIX) {
                 match keys::decode_registration(id, value) {
                     Ok(reg) => r.registrations.push(reg),
@@ -123,6 +124,55 @@ impl NodeRecords {
         ) {
             self.newer_format = true;
         }
+    }
+}
+
+/// One member as copied under chitchat's lock.
+#[derive(Debug)]
+pub struct RawNode {
+    id: ChitchatId,
+    version: u64,
+    is_self: bool,
+    alive: bool,
+    /// The member's key-values, copied only when its version moved since the cache saw
+    /// it.
+    changed: Option<Vec<(String, String)>>,
+}
+
+/// What a snapshot needs from chitchat, copied quickly under its lock.
+#[derive(Debug, Default)]
+pub struct RawState {
+    nodes: Vec<RawNode>,
+}
+
+impl RawState {
+    /// Copies membership and the key-values of members whose state changed since
+    /// `cache` last saw them. Runs under chitchat's lock: copies, never decodes.
+    pub fn collect(chitchat: &Chitchat, cache: &DecodeCache) -> RawState {
+        let self_id = chitchat.self_chitchat_id().clone();
+        let live: HashSet<&ChitchatId> = chitchat.live_nodes().collect();
+        let nodes = chitchat
+            .node_states()
+            .iter()
+            .map(|(cid, state)| {
+                let version = state.max_version();
+                let cached = cache.nodes.get(cid).is_some_and(|(v, _)| *v == version);
+                let is_self = *cid == self_id;
+                RawNode {
+                    id: cid.clone(),
+                    version,
+                    is_self,
+                    alive: is_self || live.contains(cid),
+                    changed: (!cached).then(|| {
+                        state
+                            .key_values()
+                            .map(|(k, v)| (k.to_string(), v.to_string()))
+                            .collect()
+                    }),
+                }
+            })
+            .collect();
+        RawState { nodes }
     }
 }
 
@@ -164,24 +214,32 @@ impl ClusterSnapshot {
     /// Like [`ClusterSnapshot::read`], but decodes only the members whose state changed
     /// since the last call with the same `cache` (the others' records are reused).
     pub fn read_cached(chitchat: &Chitchat, cache: &mut DecodeCache) -> ClusterSnapshot {
-        let self_id = chitchat.self_chitchat_id().clone();
-        let live: HashSet<&ChitchatId> = chitchat.live_nodes().collect();
+        ClusterSnapshot::from_raw(RawState::collect(chitchat, cache), cache)
+    }
+
+    /// Builds the snapshot from what [`RawState::collect`] copied under chitchat's lock:
+    /// decoding and merging happen outside the lock, so gossip is never held up by them.
+    pub fn from_raw(raw: RawState, cache: &mut DecodeCache) -> ClusterSnapshot {
         let mut snap = ClusterSnapshot::default();
         let mut seen: HashSet<ChitchatId> = HashSet::new();
-        for (cid, state) in chitchat.node_states() {
-            seen.insert(cid.clone());
-            let version = state.max_version();
-            let records = match cache.nodes.get(cid) {
-                Some((v, r)) if *v == version => Arc::clone(r),
-                _ => {
-                    let r = Arc::new(NodeRecords::decode(state));
-                    cache.nodes.insert(cid.clone(), (version, Arc::clone(&r)));
+        for node in raw.nodes {
+            seen.insert(node.id.clone());
+            let records = match node.changed {
+                None => match cache.nodes.get(&node.id) {
+                    Some((_, r)) => Arc::clone(r),
+                    None => continue,
+                },
+                Some(kvs) => {
+                    let r = Arc::new(NodeRecords::decode(
+                        kvs.iter().map(|(k, v)| (k.as_str(), v.as_str())),
+                    ));
+                    cache
+                        .nodes
+                        .insert(node.id.clone(), (node.version, Arc::clone(&r)));
                     r
                 }
             };
-            let is_self = *cid == self_id;
-            let alive = is_self || live.contains(cid);
-            snap.merge(cid, &records, is_self, alive);
+            snap.merge(&node.id, &records, node.is_self, node.alive);
         }
         cache.nodes.retain(|cid, _| seen.contains(cid));
         // A restarted node appears twice (old and new generation) until the old state

@@ -52,7 +52,9 @@ pub fn failure_detector(
 /// A running gossip node.
 pub struct GossipHandle {
     handle: ChitchatHandle,
-    decode_cache: std::sync::Mutex<crate::cluster::DecodeCache>,
+    /// Held for the whole of `snapshot`, so concurrent snapshots do not interleave
+    /// their copy and decode phases.
+    decode_cache: tokio::sync::Mutex<crate::cluster::DecodeCache>,
     changed: Arc<Notify>,
     _listener: ListenerHandle,
 }
@@ -97,7 +99,7 @@ pub async fn spawn_gossip(
         .subscribe_event("", move |_| notify.notify_one());
     Ok(GossipHandle {
         handle,
-        decode_cache: std::sync::Mutex::new(Default::default()),
+        decode_cache: tokio::sync::Mutex::new(Default::default()),
         changed,
         _listener: listener,
     })
@@ -157,15 +159,14 @@ impl GossipHandle {
 
     /// Decodes the current cluster state.
     pub async fn snapshot(&self) -> ClusterSnapshot {
-        let cache = &self.decode_cache;
-        self.handle
-            .with_chitchat(|c| {
-                // Only this method takes the cache, under chitchat's lock; a poisoned
-                // cache is just a cache.
-                let mut cache = cache.lock().unwrap_or_else(|e| e.into_inner());
-                ClusterSnapshot::read_cached(c, &mut cache)
-            })
-            .await
+        // Copy under chitchat's lock (cheap), decode and merge after releasing it, so
+        // that gossip messages are never held up by a large cluster state.
+        let mut cache = self.decode_cache.lock().await;
+        let raw = self
+            .handle
+            .with_chitchat(|c| crate::cluster::RawState::collect(c, &cache))
+            .await;
+        ClusterSnapshot::from_raw(raw, &mut cache)
     }
 
     /// Stops the gossip task at once, as a crash would (no goodbye to peers).
