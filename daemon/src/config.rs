@@ -277,6 +277,15 @@ impl Resolver<'_> {
         )
     }
 
+    fn pick_path(
+        &mut self,
+        key: &str,
+        flag: Option<PathBuf>,
+        file: Option<PathBuf>,
+    ) -> Option<(PathBuf, Source)> {
+        self.pick(key, flag, file, |s| Ok(PathBuf::from(s)), Ok)
+    }
+
     fn pick_duration(
         &mut self,
         key: &str,
@@ -372,13 +381,7 @@ pub fn load(
     }
 
     let data_dir = r
-        .pick(
-            "data_dir",
-            args.data_dir.clone(),
-            file.data_dir,
-            |s| Ok(PathBuf::from(s)),
-            Ok,
-        )
+        .pick_path("data_dir", args.data_dir.clone(), file.data_dir)
         .map_or_else(|| PathBuf::from("./probemesh-data"), |(p, _)| p);
 
     let interval = r.pick_duration("probe_interval", args.probe_interval, file.probe_interval);
@@ -655,27 +658,9 @@ fn resolve_cluster(
         (None, None) => None,
     };
 
-    let ca = r.pick(
-        "tls_ca",
-        args.tls_ca.clone(),
-        file.tls_ca,
-        |s| Ok(PathBuf::from(s)),
-        Ok,
-    );
-    let cert = r.pick(
-        "tls_cert",
-        args.tls_cert.clone(),
-        file.tls_cert,
-        |s| Ok(PathBuf::from(s)),
-        Ok,
-    );
-    let key = r.pick(
-        "tls_key",
-        args.tls_key.clone(),
-        file.tls_key,
-        |s| Ok(PathBuf::from(s)),
-        Ok,
-    );
+    let ca = r.pick_path("tls_ca", args.tls_ca.clone(), file.tls_ca);
+    let cert = r.pick_path("tls_cert", args.tls_cert.clone(), file.tls_cert);
+    let key = r.pick_path("tls_key", args.tls_key.clone(), file.tls_key);
     let tls = match (ca, cert, key) {
         (None, None, None) => TlsSource::Auto,
         (Some((ca, _)), Some((cert, _)), Some((key, _))) => TlsSource::Files { ca, cert, key },

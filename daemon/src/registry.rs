@@ -188,14 +188,15 @@ impl Registry {
 
     /// Applies one probe result to `generation` of `id`. Returns `None` when the worker
     /// is gone or has moved on to another generation (the result is stale), else the
-    /// entry after the probe and the transition, if any.
+    /// entry after the probe and the transition, if any. `thresholds` reads them off
+    /// the worker's spec, under the same lock, so a probe costs one lookup.
     pub fn apply_probe(
         &self,
         id: &WorkerId,
         generation: u64,
         outcome: Outcome,
         probe: LastProbe,
-        thresholds: Thresholds,
+        thresholds: impl FnOnce(&WorkerSpec) -> Thresholds,
     ) -> Option<(Entry, Option<Transition>)> {
         let mut view = self.write();
         let entry = view.workers.get_mut(id)?;
@@ -204,7 +205,8 @@ impl Registry {
         }
         let now = probe.at;
         entry.last_probe = Some(probe);
-        let step = state_machine::apply(entry.status, entry.counters, outcome, thresholds);
+        let t = thresholds(&entry.reg.spec);
+        let step = state_machine::apply(entry.status, entry.counters, outcome, t);
         entry.counters = step.counters;
         let transition = step.transition.map(|(_, to)| {
             if to == Status::Ready {
@@ -297,7 +299,7 @@ mod tests {
         assert_eq!(e.status, Status::Pending);
         assert!(rx.has_changed().unwrap());
         assert_eq!(*rx.borrow_and_update(), 101);
-        r.apply_probe(&e.reg.id, 1, Outcome::Success, probe("ok"), T)
+        r.apply_probe(&e.reg.id, 1, Outcome::Success, probe("ok"), |_| T)
             .unwrap();
         assert_eq!(
             r.read().index,
@@ -305,7 +307,7 @@ mod tests {
             "a probe without a status change is not a change"
         );
         assert!(!rx.has_changed().unwrap());
-        r.apply_probe(&e.reg.id, 1, Outcome::Success, probe("ok"), T)
+        r.apply_probe(&e.reg.id, 1, Outcome::Success, probe("ok"), |_| T)
             .unwrap();
         assert_eq!(r.read().index, 102, "pending -> ready is");
     }
@@ -315,12 +317,12 @@ mod tests {
         let r = Registry::new(0);
         let e = r.insert(reg(2, false), Origin::Local, SystemTime::now());
         assert!(
-            r.apply_probe(&e.reg.id, 1, Outcome::Success, probe("ok"), T)
+            r.apply_probe(&e.reg.id, 1, Outcome::Success, probe("ok"), |_| T)
                 .is_none()
         );
         r.remove(&e.reg.id, 2).unwrap();
         assert!(
-            r.apply_probe(&e.reg.id, 2, Outcome::Success, probe("ok"), T)
+            r.apply_probe(&e.reg.id, 2, Outcome::Success, probe("ok"), |_| T)
                 .is_none()
         );
     }
@@ -333,17 +335,17 @@ mod tests {
             .reg
             .id;
         let (e, t) = r
-            .apply_probe(&id, 1, Outcome::Success, probe("ok"), T)
+            .apply_probe(&id, 1, Outcome::Success, probe("ok"), |_| T)
             .unwrap();
         assert!(t.is_none());
         assert_eq!(e.counters.consecutive_successes, 1);
         let (e, t) = r
-            .apply_probe(&id, 1, Outcome::Success, probe("ok"), T)
+            .apply_probe(&id, 1, Outcome::Success, probe("ok"), |_| T)
             .unwrap();
         assert_eq!(t.unwrap().to, Status::Ready);
         assert_eq!(e.status, Status::Ready);
         let (e, _) = r
-            .apply_probe(&id, 1, Outcome::Failure, probe("timeout"), T)
+            .apply_probe(&id, 1, Outcome::Failure, probe("timeout"), |_| T)
             .unwrap();
         assert_eq!(e.last_probe.unwrap().result, "timeout");
     }
@@ -365,7 +367,7 @@ mod tests {
         assert_eq!(e3.status, Status::Ready);
         assert_eq!(t.unwrap().reason, "health_disabled");
         assert!(
-            r.apply_probe(&e.reg.id, 1, Outcome::Failure, probe("x"), T)
+            r.apply_probe(&e.reg.id, 1, Outcome::Failure, probe("x"), |_| T)
                 .is_none()
         );
         assert_eq!(
@@ -384,7 +386,7 @@ mod tests {
             .id;
         assert!(r.retry_failed(&id, 1, SystemTime::now()).is_none());
         for _ in 0..30 {
-            r.apply_probe(&id, 1, Outcome::Failure, probe("refused"), T);
+            r.apply_probe(&id, 1, Outcome::Failure, probe("refused"), |_| T);
         }
         assert_eq!(r.get(&id).unwrap().status, Status::Failed);
         assert!(r.retry_failed(&id, 2, SystemTime::now()).is_none());

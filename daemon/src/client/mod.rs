@@ -201,16 +201,7 @@ async fn execute(args: &ClientArgs, cmd: WorkersCommand) -> anyhow::Result<()> {
                     Some(Value::Object(body)),
                 )
                 .await?;
-            if args.json {
-                print_json(&v);
-            } else {
-                println!(
-                    "registered {} {} (status {})",
-                    s(&v, "id"),
-                    s(&v, "url"),
-                    s(&v, "status")
-                );
-            }
+            print_worker(args.json, "registered", &v);
         }
         WorkersCommand::Update { id, spec } => {
             let body = spec_json(&spec);
@@ -223,16 +214,7 @@ async fn execute(args: &ClientArgs, cmd: WorkersCommand) -> anyhow::Result<()> {
             let v = api
                 .call(reqwest::Method::PATCH, &path, Some(Value::Object(body)))
                 .await?;
-            if args.json {
-                print_json(&v);
-            } else {
-                println!(
-                    "updated {} {} (status {})",
-                    s(&v, "id"),
-                    s(&v, "url"),
-                    s(&v, "status")
-                );
-            }
+            print_worker(args.json, "updated", &v);
         }
         WorkersCommand::Watch => watch::run(&api, args.json).await?,
         WorkersCommand::Remove { id } => {
@@ -250,6 +232,20 @@ async fn execute(args: &ClientArgs, cmd: WorkersCommand) -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+/// Prints a worker the API returned: JSON with `--json`, else one line.
+fn print_worker(json: bool, verb: &str, v: &Value) {
+    if json {
+        println!("{}", serde_json::to_string_pretty(v).unwrap_or_default());
+    } else {
+        println!(
+            "{verb} {} {} (status {})",
+            s(v, "id"),
+            s(v, "url"),
+            s(v, "status")
+        );
+    }
 }
 
 fn s<'a>(v: &'a Value, key: &str) -> &'a str {

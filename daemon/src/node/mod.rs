@@ -391,10 +391,6 @@ impl Node {
     /// Applies a probe result and says what comes next.
     pub fn record_probe(&self, id: &WorkerId, generation: u64, report: ProbeReport) -> NextStep {
         self.metrics.probe(report.result.class(), report.latency);
-        let Some(spec) = self.registry.get(id).map(|e| e.reg.spec) else {
-            return NextStep::Stop;
-        };
-        let health = self.health(&spec);
         let probe = LastProbe {
             result: report.result.describe(),
             at: SystemTime::now(),
@@ -407,7 +403,9 @@ impl Node {
         };
         let Some((entry, transition)) =
             self.registry
-                .apply_probe(id, generation, outcome, probe, health.thresholds)
+                .apply_probe(id, generation, outcome, probe, |spec| {
+                    self.health(spec).thresholds
+                })
         else {
             return NextStep::Stop;
         };
@@ -415,7 +413,7 @@ impl Node {
             self.note_transition(t, &entry);
         }
         if entry.status != Status::Failed {
-            return NextStep::Probe(health.interval);
+            return NextStep::Probe(self.health(&entry.reg.spec).interval);
         }
         // Every other live member that tracks this generation must hold it failed too
         // (S6 b): one sick node never evicts a worker for everyone.
