@@ -9,6 +9,7 @@ SECONDS apart, and prints bytes per second per node.
 
 Usage: bench/gossip_traffic.py [N] [W] [SECONDS]     (default 16 1000 30)
 Env SETTLE: seconds to wait after every agent lists every worker (default 60).
+Env LOG_DIR: keep each agent's log there (n0.log, ...); levels via RUST_LOG (default info).
 Needs: cargo build --release -p probemesh.
 """
 import json
@@ -46,6 +47,13 @@ def metric(base, name):
     return 0.0
 
 
+def cpu_seconds(pid):
+    # utime + stime, fields 14 and 15 of /proc/PID/stat (after the command name).
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def main():
     n = int(sys.argv[1]) if len(sys.argv) > 1 else 16
     w = int(sys.argv[2]) if len(sys.argv) > 2 else 1000
@@ -63,7 +71,9 @@ def main():
                     "--tls-cert", f"{d}/certs/{name}.pem", "--tls-key", f"{d}/certs/{name}-key.pem"]
             if i > 0:
                 args += ["--seeds", f"127.0.0.1:{nodes[0][2]}"]
-            procs.append(subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+            # LOG_DIR keeps each agent's log (for investigating a run); else logs are dropped.
+            log = open(os.path.join(os.environ["LOG_DIR"], f"{name}.log"), "w") if os.environ.get("LOG_DIR") else subprocess.DEVNULL
+            procs.append(subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=log))
         bases = [f"http://127.0.0.1:{admin}" for _, admin, _ in nodes]
         try:
             for b in bases:
@@ -82,7 +92,11 @@ def main():
             print(f"{w} registrations known to all {n} agents after {time.monotonic() - t0:.1f} s")
             # Let verdicts and imports settle before measuring (SETTLE seconds).
             time.sleep(float(os.environ.get("SETTLE", "60")))
+            kinds = ["syn", "synack", "ack"]
+            by_kind = [f'probemesh_gossip_bytes_out_by_kind_total{{kind="{k}"}}' for k in kinds]
             before = [(metric(b, "probemesh_gossip_bytes_out_total"), metric(b, "probemesh_gossip_messages_out_total")) for b in bases]
+            kinds_before = [sum(metric(b, m) for b in bases) for m in by_kind]
+            cpu0 = [cpu_seconds(p.pid) for p in procs]
             flaps, moved = 0, 0
             idx0 = [json.loads(req("GET", f"{b}/v1/workers?status=ready&model=none"))["index"] for b in bases]
             end = time.monotonic() + seconds
@@ -95,6 +109,15 @@ def main():
             moved = sum(1 for a, b0 in zip(idx1, idx0) if a != b0)
             print(f"during the window: {flaps} member observations not alive; {moved} of {n} local views changed")
             after = [(metric(b, "probemesh_gossip_bytes_out_total"), metric(b, "probemesh_gossip_messages_out_total")) for b in bases]
+            cpu = sorted((cpu_seconds(p.pid) - c) / seconds * 100 for p, c in zip(procs, cpu0))
+            print(f"agent CPU during the window: median {cpu[n // 2]:.1f}%, max {cpu[-1]:.1f}% of one core; {sum(cpu):.0f}% for all {n} (machine: {os.cpu_count()} cores)")
+            kinds_after = [sum(metric(b, m) for b in bases) for m in by_kind]
+            split = ", ".join(f"{k} {(a - b0) / seconds / n / 1024:.1f}" for k, a, b0 in zip(kinds, kinds_after, kinds_before))
+            print(f"bytes out per node by message kind (KB/s, mean): {split}")
+            for m in ["oversized_messages", "malformed_messages", "dropped_send_queue_full", "dropped_recv_queue_full", "dropped_send_failed", "connections_dialed"]:
+                total = sum(metric(b, f"probemesh_gossip_{m}_total") for b in bases)
+                if total:
+                    print(f"  gossip {m}: {total:.0f} in all (since start, all agents)")
             rates = sorted((a[0] - b0[0]) / seconds for a, b0 in zip(after, before))
             msgs = sum(a[1] - b0[1] for a, b0 in zip(after, before)) / seconds / n
             print(f"steady state, {n} agents x {w} workers, gossip 200 ms: bytes out per node median {rates[n // 2] / 1024:.1f} KB/s, max {rates[-1] / 1024:.1f} KB/s; {msgs:.1f} messages/s per node")

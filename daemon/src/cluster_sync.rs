@@ -57,6 +57,9 @@ pub struct SyncState {
     /// Since when each registration has had no live advertiser (adoption waits
     /// [`ADOPT_AFTER`] so that a missed heartbeat does not move keys back and forth).
     orphaned_since: HashMap<WorkerId, tokio::time::Instant>,
+    /// When the first pending adoption's wait ends: a full round is due then even if
+    /// nothing else changed.
+    adopt_due: Option<tokio::time::Instant>,
 }
 
 /// How long a registration must have had no live advertiser before the adopter takes
@@ -74,18 +77,31 @@ pub async fn sync_once(node: &Arc<Node>, gossip: &GossipHandle, state: &mut Sync
         node.registry().read().index,
         node.tombstone_count(),
     );
-    if state.last.as_ref() == Some(&now) {
+    let adoption_due = state
+        .adopt_due
+        .is_some_and(|due| tokio::time::Instant::now() >= due);
+    if state.last.as_ref() == Some(&now) && !adoption_due {
         return;
     }
     // A round that changed something (imports, published keys) is followed by another
     // full one, which sees the result; only a round with nothing to do is remembered.
-    // Pending adoptions also need full rounds, until their wait is over.
+    // A pending adoption needs one more full round when its wait ends, not a full round
+    // every tick until then: with a flapping failure detector one is nearly always
+    // pending, and rounds on every tick kept a loaded cluster loaded.
+    if tracing::enabled!(tracing::Level::TRACE)
+        && let Some((before, _, _)) = &state.last
+    {
+        let moved: Vec<_> = now.0.iter().filter(|m| !before.contains(m)).collect();
+        tracing::trace!(?moved, "cluster sync: members whose state moved");
+    }
     let changed = full_sync(node, gossip, state).await;
-    let waiting = state
+    state.adopt_due = state
         .orphaned_since
         .values()
-        .any(|since| since.elapsed() < ADOPT_AFTER);
-    state.last = if changed || waiting { None } else { Some(now) };
+        .map(|since| *since + ADOPT_AFTER)
+        .filter(|due| *due > tokio::time::Instant::now())
+        .min();
+    state.last = if changed { None } else { Some(now) };
 }
 
 /// Returns whether it changed anything.
@@ -209,6 +225,7 @@ async fn full_sync(node: &Arc<Node>, gossip: &GossipHandle, state: &mut SyncStat
         }
     }
     let changed = imported || !changes.is_empty();
+    tracing::trace!(imported, published = changes.len(), sample = ?changes.iter().take(3).collect::<Vec<_>>(), "cluster sync round");
     gossip.update_keys(changes).await;
     *published = desired;
     changed

@@ -5,10 +5,11 @@
 
 use crate::registry::View;
 use probemesh_gossip::model::Status;
-use probemesh_gossip::transport::TransportMetrics;
+use probemesh_gossip::transport::{MessageKind, TransportMetrics};
 use prometheus_client::collector::Collector;
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
+use prometheus_client::metrics::MetricType;
 use prometheus_client::metrics::counter::ConstCounter;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
@@ -158,6 +159,16 @@ impl Collector for TransportCollector {
             let c = ConstCounter::new(value);
             let enc = encoder.encode_descriptor(name, help, None, c.metric_type())?;
             c.encode(enc)?;
+        }
+        let mut enc = encoder.encode_descriptor(
+            "gossip_bytes_out_by_kind",
+            "Bytes of gossip messages sent, by chitchat message kind (syn: digest; synack, ack: digest and deltas)",
+            None,
+            MetricType::Counter,
+        )?;
+        for (kind, value) in MessageKind::ALL.iter().zip(s.bytes_out_by_kind) {
+            let c = ConstCounter::new(value);
+            c.encode(enc.encode_family(&[("kind", kind.as_str())])?)?;
         }
         let g = ConstGauge::new(i64::try_from(s.connections_open).unwrap_or(i64::MAX));
         let enc = encoder.encode_descriptor(

@@ -57,9 +57,8 @@ async fn peers_import_as_pending_and_only_local_probes_promote() {
         n.name == "node-00"
             || n.node
                 .cluster()
-                .verdicts
-                .get(&id)
-                .and_then(|v| v.get("node-00"))
+                .verdicts_on(&id)
+                .get("node-00")
                 .is_some_and(|v| v.status == Status::Ready)
     })
     .await;

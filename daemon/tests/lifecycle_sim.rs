@@ -74,11 +74,7 @@ async fn partial_reachability_never_evicts_and_ready_only_where_reachable() {
     }
     // Let every verdict propagate, then check nothing was evicted.
     sim.until_all(PATIENCE, "verdicts seen", |n| {
-        n.node
-            .cluster()
-            .verdicts
-            .get(&id)
-            .is_some_and(|v| v.len() == N - 1)
+        n.node.cluster().verdicts_on(&id).len() == N - 1
     })
     .await;
     tokio::time::sleep(sim::INTERVAL * 10).await;

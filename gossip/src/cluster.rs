@@ -5,7 +5,7 @@
 use crate::keys::{self, REG_PREFIX, STATUS_PREFIX, TOMB_PREFIX, VERSION_KEY};
 use crate::model::{Registration, Status, Tombstone, WorkerId};
 use chitchat::{Chitchat, ChitchatId};
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::net::SocketAddr;
 use std::sync::Arc;
 
@@ -75,7 +75,7 @@ pub struct Verdict {
 pub struct NodeRecords {
     registrations: Vec<Registration>,
     tombstones: Vec<Tombstone>,
-    verdicts: Vec<(WorkerId, Verdict)>,
+    verdicts: HashMap<WorkerId, Verdict>,
     malformed: u64,
     newer_format: bool,
     version: Option<String>,
@@ -101,14 +101,16 @@ impl NodeRecords {
                 }
             } else if let Some(id) = key.strip_prefix(STATUS_PREFIX) {
                 match (WorkerId::parse(id), keys::decode_status(value)) {
-                    (Some(wid), Ok((generation, status, since_ms))) => r.verdicts.push((
-                        wid,
-                        Verdict {
-                            generation,
-                            status,
-                            since_ms,
-                        },
-                    )),
+                    (Some(wid), Ok((generation, status, since_ms))) => {
+                        r.verdicts.insert(
+                            wid,
+                            Verdict {
+                                generation,
+                                status,
+                                since_ms,
+                            },
+                        );
+                    }
                     _ => r.malformed += 1,
                 }
             }
@@ -195,8 +197,11 @@ pub struct ClusterSnapshot {
     pub advertised_by_live_peer: BTreeMap<WorkerId, (u64, u64)>,
     /// Per worker, the newest tombstone any member publishes.
     pub tombstones: BTreeMap<WorkerId, Tombstone>,
-    /// Per worker, per live member (self excluded), its verdict.
-    pub verdicts: BTreeMap<WorkerId, BTreeMap<String, Verdict>>,
+    /// The live members other than this node, with their decoded records, in chitchat's
+    /// order (node id, then generation). Verdicts stay per member instead of being
+    /// merged into a worker x node matrix: a snapshot then costs O(members), not
+    /// O(members x workers), and snapshots are taken on every change of cluster state.
+    live_peers: Vec<(String, Arc<NodeRecords>)>,
     /// Values that failed to decode in this snapshot (dropped).
     pub malformed: u64,
     /// Members publishing records of a newer major format than this build reads
@@ -254,7 +259,7 @@ impl ClusterSnapshot {
         snap
     }
 
-    fn merge(&mut self, cid: &ChitchatId, r: &NodeRecords, is_self: bool, alive: bool) {
+    fn merge(&mut self, cid: &ChitchatId, r: &Arc<NodeRecords>, is_self: bool, alive: bool) {
         let by = cid.node_id.to_string();
         self.malformed += r.malformed;
         if r.newer_format {
@@ -295,12 +300,7 @@ impl ClusterSnapshot {
             }
         }
         if alive && !is_self {
-            for (wid, v) in &r.verdicts {
-                self.verdicts
-                    .entry(wid.clone())
-                    .or_default()
-                    .insert(by.clone(), *v);
-            }
+            self.live_peers.push((by.clone(), Arc::clone(r)));
         }
         self.members.push(Member {
             node_id: by,
@@ -314,6 +314,19 @@ impl ClusterSnapshot {
             workers_owned: r.registrations.len(),
             version: r.version.clone(),
         });
+    }
+
+    /// The verdicts of the live members other than this node on worker `id`, by node
+    /// id. A node seen under two generations (a restart not yet forgotten) counts once,
+    /// with the verdict of its newest instance that has one.
+    pub fn verdicts_on(&self, id: &WorkerId) -> BTreeMap<&str, Verdict> {
+        let mut by_node = BTreeMap::new();
+        for (node, records) in &self.live_peers {
+            if let Some(v) = records.verdicts.get(id) {
+                by_node.insert(node.as_str(), *v);
+            }
+        }
+        by_node
     }
 
     /// Node ids of the live members, self included.

@@ -247,20 +247,20 @@ fn one(state: &AdminState, id: &WorkerId, with_views: bool) -> Result<(u64, Valu
             },
         );
         // Peers' verdicts on this generation, from the live members only.
-        if let Some(peers) = node.cluster().verdicts.get(id) {
-            for (peer, v) in peers
-                .iter()
-                .filter(|(_, v)| v.generation == e.reg.generation)
-            {
-                let at = std::time::UNIX_EPOCH + std::time::Duration::from_millis(v.since_ms);
-                views.insert(
-                    peer.clone(),
-                    ViewJson {
-                        status: v.status,
-                        updated_at: rfc3339(at),
-                    },
-                );
-            }
+        let cluster = node.cluster();
+        for (peer, v) in cluster
+            .verdicts_on(id)
+            .into_iter()
+            .filter(|(_, v)| v.generation == e.reg.generation)
+        {
+            let at = std::time::UNIX_EPOCH + std::time::Duration::from_millis(v.since_ms);
+            views.insert(
+                peer.to_string(),
+                ViewJson {
+                    status: v.status,
+                    updated_at: rfc3339(at),
+                },
+            );
         }
         w = w.with_views(views);
     }

@@ -25,16 +25,11 @@ impl Node {
     /// The other live members' verdicts on `generation` of `id`.
     pub fn peer_verdicts(&self, id: &WorkerId, generation: u64) -> Vec<Status> {
         self.cluster()
-            .verdicts
-            .get(id)
-            .map(|by_node| {
-                by_node
-                    .values()
-                    .filter(|v| v.generation == generation)
-                    .map(|v| v.status)
-                    .collect()
-            })
-            .unwrap_or_default()
+            .verdicts_on(id)
+            .values()
+            .filter(|v| v.generation == generation)
+            .map(|v| v.status)
+            .collect()
     }
 
     /// Workers this node holds `failed`, with their generations.

@@ -18,6 +18,56 @@ pub struct TransportMetrics {
     pub(crate) connections_accepted: AtomicU64,
     pub(crate) connections_open: AtomicU64,
     pub(crate) handshake_failures: AtomicU64,
+    pub(crate) bytes_out_by_kind: [AtomicU64; MessageKind::ALL.len()],
+}
+
+/// The kinds of chitchat messages, for per-kind traffic counters: a large share of
+/// `ack`/`synack` bytes means deltas (state changing or a peer catching up), a large
+/// share of `syn` bytes means digests (many members).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum MessageKind {
+    /// Digest sent to start a round.
+    Syn,
+    /// Digest and delta sent in answer to a `syn`.
+    SynAck,
+    /// Delta that ends a round.
+    Ack,
+    /// Refusal of a peer from another cluster.
+    BadCluster,
+}
+
+impl MessageKind {
+    /// Every kind, in counter order.
+    pub const ALL: [MessageKind; 4] = [
+        MessageKind::Syn,
+        MessageKind::SynAck,
+        MessageKind::Ack,
+        MessageKind::BadCluster,
+    ];
+
+    /// The kind of `msg`.
+    pub fn of(msg: &chitchat::ChitchatMessage) -> MessageKind {
+        match msg {
+            chitchat::ChitchatMessage::Syn { .. } => MessageKind::Syn,
+            chitchat::ChitchatMessage::SynAck { .. } => MessageKind::SynAck,
+            chitchat::ChitchatMessage::Ack { .. } => MessageKind::Ack,
+            chitchat::ChitchatMessage::BadCluster => MessageKind::BadCluster,
+        }
+    }
+
+    /// The label value used in metrics.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            MessageKind::Syn => "syn",
+            MessageKind::SynAck => "synack",
+            MessageKind::Ack => "ack",
+            MessageKind::BadCluster => "bad_cluster",
+        }
+    }
+
+    fn index(self) -> usize {
+        self as usize
+    }
 }
 
 /// A point-in-time copy of [`TransportMetrics`].
@@ -49,6 +99,8 @@ pub struct TransportStats {
     pub connections_open: u64,
     /// Handshakes that failed (TLS refused, timeout, protocol error).
     pub handshake_failures: u64,
+    /// Bytes sent per message kind, indexed like [`MessageKind::ALL`].
+    pub bytes_out_by_kind: [u64; MessageKind::ALL.len()],
 }
 
 impl TransportMetrics {
@@ -68,7 +120,14 @@ impl TransportMetrics {
             connections_accepted: self.connections_accepted.load(Relaxed),
             connections_open: self.connections_open.load(Relaxed),
             handshake_failures: self.handshake_failures.load(Relaxed),
+            bytes_out_by_kind: std::array::from_fn(|i| self.bytes_out_by_kind[i].load(Relaxed)),
         }
+    }
+
+    pub(crate) fn sent(&self, kind: MessageKind, bytes: usize) {
+        inc(&self.messages_out);
+        add(&self.bytes_out, bytes);
+        add(&self.bytes_out_by_kind[kind.index()], bytes);
     }
 }
 

@@ -4,7 +4,7 @@
 pub mod metrics;
 pub mod quic;
 
-pub use metrics::{TransportMetrics, TransportStats};
+pub use metrics::{MessageKind, TransportMetrics, TransportStats};
 pub use quic::{QuicSettings, QuicTransport};
 
 /// Largest gossip message accepted on a stream. chitchat caps its own messages at

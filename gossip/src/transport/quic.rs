@@ -13,7 +13,7 @@
 //! connections at once, so peers talk to it again within a second or two.
 
 use super::MAX_MESSAGE;
-use super::metrics::{TransportMetrics, add, dec, inc};
+use super::metrics::{MessageKind, TransportMetrics, add, dec, inc};
 use crate::tls::{SERVER_NAME, TlsMaterial};
 use anyhow::Context;
 use async_trait::async_trait;
@@ -211,7 +211,7 @@ impl Shared {
 struct QuicSocket {
     shared: Arc<Shared>,
     incoming_rx: mpsc::Receiver<(SocketAddr, ChitchatMessage)>,
-    peers: HashMap<SocketAddr, mpsc::Sender<Bytes>>,
+    peers: HashMap<SocketAddr, mpsc::Sender<(MessageKind, Bytes)>>,
     buf: Vec<u8>,
 }
 
@@ -225,6 +225,7 @@ impl Drop for QuicSocket {
 #[async_trait]
 impl Socket for QuicSocket {
     async fn send(&mut self, to: SocketAddr, msg: ChitchatMessage) -> anyhow::Result<()> {
+        let kind = MessageKind::of(&msg);
         self.buf.clear();
         msg.serialize(&mut self.buf);
         if self.buf.len() > MAX_MESSAGE {
@@ -237,13 +238,13 @@ impl Socket for QuicSocket {
             .peers
             .entry(to)
             .or_insert_with(|| spawn_writer(Arc::clone(shared), to));
-        match queue.try_send(bytes) {
+        match queue.try_send((kind, bytes)) {
             Ok(()) => {}
             Err(mpsc::error::TrySendError::Full(_)) => inc(&shared.metrics.dropped_send_queue_full),
-            Err(mpsc::error::TrySendError::Closed(bytes)) => {
+            Err(mpsc::error::TrySendError::Closed(message)) => {
                 // The writer ended (it only does on shutdown); start a new one.
                 let q = spawn_writer(Arc::clone(shared), to);
-                let _ = q.try_send(bytes);
+                let _ = q.try_send(message);
                 self.peers.insert(to, q);
             }
         }
@@ -258,11 +259,11 @@ impl Socket for QuicSocket {
     }
 }
 
-fn spawn_writer(shared: Arc<Shared>, to: SocketAddr) -> mpsc::Sender<Bytes> {
-    let (tx, mut rx) = mpsc::channel::<Bytes>(shared.settings.peer_queue.max(1));
+fn spawn_writer(shared: Arc<Shared>, to: SocketAddr) -> mpsc::Sender<(MessageKind, Bytes)> {
+    let (tx, mut rx) = mpsc::channel::<(MessageKind, Bytes)>(shared.settings.peer_queue.max(1));
     tokio::spawn(async move {
         loop {
-            let msg = tokio::select! {
+            let (kind, msg) = tokio::select! {
                 () = shared.stop.cancelled() => break,
                 m = rx.recv() => match m { Some(m) => m, None => break },
             };
@@ -289,8 +290,7 @@ fn spawn_writer(shared: Arc<Shared>, to: SocketAddr) -> mpsc::Sender<Bytes> {
                 }
             }
             if sent {
-                inc(&shared.metrics.messages_out);
-                add(&shared.metrics.bytes_out, msg.len());
+                shared.metrics.sent(kind, msg.len());
             } else {
                 inc(&shared.metrics.dropped_send_failed);
             }
