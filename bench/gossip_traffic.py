@@ -47,6 +47,41 @@ def metric(base, name):
     return 0.0
 
 
+class WireCounter:
+    """Counts the UDP bytes the agents send (QUIC headers, TLS tags, ACKs and
+    keep-alives included) with an iptables chain; needs root and iptables, else off."""
+
+    CHAIN = "PMBENCH_GOSSIP"
+
+    def __init__(self, ports):
+        self.ports = ports
+        self.on = os.geteuid() == 0 and subprocess.run(["sh", "-c", "command -v iptables"], capture_output=True).returncode == 0
+        if self.on:
+            self.remove()
+            subprocess.run(["iptables", "-N", self.CHAIN], check=True)
+            subprocess.run(["iptables", "-I", "OUTPUT", "-j", self.CHAIN], check=True)
+            for p in ports:
+                subprocess.run(["iptables", "-A", self.CHAIN, "-p", "udp", "--sport", str(p)], check=True)
+
+    def read_and_remove(self):
+        if not self.on:
+            return None
+        out = subprocess.run(["iptables", "-L", self.CHAIN, "-v", "-x", "-n"], capture_output=True, text=True, check=True).stdout
+        total = 0
+        for line in out.splitlines()[2:]:
+            fields = line.split()
+            if len(fields) > 1 and fields[1].isdigit():
+                # iptables counts IP packets: take off the IP (20) and UDP (8) headers.
+                total += int(fields[1]) - 28 * int(fields[0])
+        self.remove()
+        return total
+
+    def remove(self):
+        subprocess.run(["iptables", "-D", "OUTPUT", "-j", self.CHAIN], capture_output=True)
+        subprocess.run(["iptables", "-F", self.CHAIN], capture_output=True)
+        subprocess.run(["iptables", "-X", self.CHAIN], capture_output=True)
+
+
 def cpu_seconds(pid):
     # utime + stime, fields 14 and 15 of /proc/PID/stat (after the command name).
     with open(f"/proc/{pid}/stat") as f:
@@ -96,6 +131,7 @@ def main():
             by_kind = [f'probemesh_gossip_bytes_out_by_kind_total{{kind="{k}"}}' for k in kinds]
             before = [(metric(b, "probemesh_gossip_bytes_out_total"), metric(b, "probemesh_gossip_messages_out_total")) for b in bases]
             kinds_before = [sum(metric(b, m) for b in bases) for m in by_kind]
+            wire = WireCounter([g for _, _, g in nodes])
             cpu0 = [cpu_seconds(p.pid) for p in procs]
             flaps, moved = 0, 0
             idx0 = [json.loads(req("GET", f"{b}/v1/workers?status=ready&model=none"))["index"] for b in bases]
@@ -109,6 +145,9 @@ def main():
             moved = sum(1 for a, b0 in zip(idx1, idx0) if a != b0)
             print(f"during the window: {flaps} member observations not alive; {moved} of {n} local views changed")
             after = [(metric(b, "probemesh_gossip_bytes_out_total"), metric(b, "probemesh_gossip_messages_out_total")) for b in bases]
+            wire_bytes = wire.read_and_remove()
+            if wire_bytes is not None:
+                print(f"on the wire (UDP payload of QUIC packets, iptables): {wire_bytes / seconds / n / 1024:.1f} KB/s per node, mean")
             cpu = sorted((cpu_seconds(p.pid) - c) / seconds * 100 for p, c in zip(procs, cpu0))
             print(f"agent CPU during the window: median {cpu[n // 2]:.1f}%, max {cpu[-1]:.1f}% of one core; {sum(cpu):.0f}% for all {n} (machine: {os.cpu_count()} cores)")
             kinds_after = [sum(metric(b, m) for b in bases) for m in by_kind]

@@ -1,6 +1,7 @@
 //! Transports for chitchat: [`quic`] for real nodes (mutual TLS over QUIC), and
 //! chitchat's own in-memory `ChannelTransport` for simulations.
 
+pub mod envelope;
 pub mod metrics;
 pub mod quic;
 

@@ -3,7 +3,8 @@
 //! One quinn endpoint per node both serves and dials, so a peer's connection comes from
 //! its gossip address and replies can reuse it. Connections are cached by remote
 //! address and reused; every connection, dialed or accepted, has a reader. Each gossip
-//! message travels on its own unidirectional stream (messages exceed a datagram).
+//! message travels on its own unidirectional stream (messages exceed a datagram),
+//! compressed when that is smaller (see [`envelope`]).
 //!
 //! `send` never waits on the network: it hands the encoded message to a per-peer queue
 //! (a full queue drops and counts) served by that peer's writer task. `recv` reads a
@@ -13,6 +14,7 @@
 //! connections at once, so peers talk to it again within a second or two.
 
 use super::MAX_MESSAGE;
+use super::envelope;
 use super::metrics::{MessageKind, TransportMetrics, add, dec, inc};
 use crate::tls::{SERVER_NAME, TlsMaterial};
 use anyhow::Context;
@@ -232,7 +234,7 @@ impl Socket for QuicSocket {
             inc(&self.shared.metrics.oversized);
             return Ok(());
         }
-        let bytes = Bytes::copy_from_slice(&self.buf);
+        let bytes = Bytes::from(envelope::seal(&self.buf));
         let shared = &self.shared;
         let queue = self
             .peers
@@ -361,7 +363,10 @@ async fn read_loop(shared: Arc<Shared>, conn: quinn::Connection) {
             }
             Ok(Err(_)) | Err(_) => continue,
         };
-        let Ok(msg) = ChitchatMessage::deserialize(&mut &bytes[..]) else {
+        let Ok(msg) = envelope::open(&bytes)
+            .map_err(anyhow::Error::from)
+            .and_then(|m| ChitchatMessage::deserialize(&mut &m[..]))
+        else {
             inc(&shared.metrics.malformed);
             tracing::debug!(peer = %from, len = bytes.len(), "dropped a malformed gossip message");
             continue;

@@ -1,0 +1,119 @@
+//! How a chitchat message travels on a QUIC stream: as chitchat encodes it, or as one
+//! zstd frame of that encoding when that is smaller.
+//!
+//! chitchat compresses the key-values of its deltas but not its digests, and a digest
+//! (one entry per member, mostly fixed-width integers) is most of the steady-state
+//! traffic: at 16 members a digest of about 700 bytes compresses to about 250. The two
+//! forms cannot be confused: a chitchat message starts with its magic number (bytes
+//! `53 b0`), a zstd frame with the bytes `28 b5 2f fd`.
+
+use super::MAX_MESSAGE;
+
+/// The first bytes of every zstd frame.
+const ZSTD_MAGIC: [u8; 4] = [0x28, 0xb5, 0x2f, 0xfd];
+
+/// Messages shorter than this are sent as they are (an empty ack, for example).
+const COMPRESS_FROM: usize = 64;
+
+/// zstd level: the messages are small, so the fast levels compress about as well.
+const LEVEL: i32 = 3;
+
+/// Why a received stream was not a message.
+#[derive(Debug, thiserror::Error)]
+pub enum EnvelopeError {
+    /// A zstd frame that does not decompress, or decompresses to more than a message
+    /// may hold.
+    #[error("compressed gossip message is damaged or larger than {MAX_MESSAGE} bytes")]
+    BadCompression,
+}
+
+/// Wraps an encoded chitchat message for the wire: compressed when that saves bytes.
+pub fn seal(message: &[u8]) -> Vec<u8> {
+    if message.len() >= COMPRESS_FROM
+        && let Ok(compressed) = zstd::bulk::compress(message, LEVEL)
+        && compressed.len() < message.len()
+    {
+        return compressed;
+    }
+    message.to_vec()
+}
+
+/// Unwraps what [`seal`] produced into the chitchat encoding. Decompression stops at
+/// [`MAX_MESSAGE`] bytes, so a small hostile frame cannot inflate into a large buffer.
+pub fn open(wire: &[u8]) -> Result<std::borrow::Cow<'_, [u8]>, EnvelopeError> {
+    if wire.starts_with(&ZSTD_MAGIC) {
+        zstd::bulk::decompress(wire, MAX_MESSAGE)
+            .map(std::borrow::Cow::Owned)
+            .map_err(|_| EnvelopeError::BadCompression)
+    } else {
+        Ok(std::borrow::Cow::Borrowed(wire))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn digest_like(members: usize) -> Vec<u8> {
+        // The shape of a chitchat Syn: magic, version, tag, then per member an id, a
+        // generation, an address and three u64 counters, then the cluster id.
+        let mut m = vec![0x53u8, 0xb0, 0, 0, 9, 0];
+        m.extend_from_slice(b"probemesh");
+        m.extend_from_slice(&(members as u16).to_le_bytes());
+        for i in 0..members {
+            let id = format!("gateway-{i}");
+            m.extend_from_slice(&(id.len() as u16).to_le_bytes());
+            m.extend_from_slice(id.as_bytes());
+            m.extend_from_slice(&(1_795_884_924_851u64 + i as u64).to_le_bytes());
+            m.extend_from_slice(&[4, 10, 0, 0, i as u8, 0x78, 0x1e]);
+            for counter in [1_000 + i as u64 * 7, 0, 1_060 + i as u64] {
+                m.extend_from_slice(&counter.to_le_bytes());
+            }
+        }
+        m
+    }
+
+    #[test]
+    fn digests_shrink_and_round_trip() {
+        let m = digest_like(16);
+        let sealed = seal(&m);
+        assert!(sealed.starts_with(&ZSTD_MAGIC));
+        assert!(
+            sealed.len() * 2 < m.len(),
+            "{} -> {}",
+            m.len(),
+            sealed.len()
+        );
+        assert_eq!(open(&sealed).unwrap().as_ref(), m.as_slice());
+    }
+
+    #[test]
+    fn small_or_incompressible_messages_go_as_they_are() {
+        let small = vec![0u8, 2, 1];
+        assert_eq!(seal(&small), small);
+        assert_eq!(open(&small).unwrap().as_ref(), small.as_slice());
+        // Already-compressed bytes (a delta's payload) do not grow.
+        let noisy: Vec<u8> = (0..4_000u32)
+            .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
+            .collect();
+        let mut message = vec![0u8];
+        message.extend_from_slice(&noisy);
+        let sealed = seal(&message);
+        assert!(sealed.len() <= message.len());
+        assert_eq!(open(&sealed).unwrap().as_ref(), message.as_slice());
+    }
+
+    #[test]
+    fn damaged_or_inflating_frames_are_refused() {
+        let mut sealed = seal(&digest_like(16));
+        let last = sealed.len() - 1;
+        sealed[last] ^= 0xff;
+        sealed.truncate(last - 3);
+        assert!(open(&sealed).is_err());
+        assert!(open(&[0x28, 0xb5, 0x2f, 0xfd, 1, 2, 3]).is_err());
+        // A frame of a megabyte of zeros is a few dozen bytes; it must not be inflated.
+        let bomb = zstd::bulk::compress(&vec![0u8; 1 << 20], 3).unwrap();
+        assert!(bomb.len() < 1_000);
+        assert!(open(&bomb).is_err());
+    }
+}
