@@ -6,6 +6,10 @@ use probemesh::{app::App, config, logging, shutdown, version};
 use std::process::ExitCode;
 use tokio_util::sync::CancellationToken;
 
+/// mimalloc instead of glibc's malloc: see docs/decisions.md.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     probemesh::install_crypto_provider();

@@ -129,9 +129,26 @@ pub async fn list(
     }
     let key = q.cache_key();
     let current = node.registry().read().index;
-    if let Some(body) = state.list_cache.get(&key, current) {
-        return Ok((index_header(current), json_body(body)).into_response());
-    }
+    // One request renders at a time; the others serve the cached body when only its
+    // age ran out (same index: same workers and statuses, older probe details), or wait
+    // for the render when the view moved. Without this, every request in flight when the
+    // cached body expired rendered its own copy at once, and those renders made the
+    // slowest answers several times slower than the rest.
+    let _render = match state.list_cache.get(&key, current) {
+        Some((body, true)) => return Ok((index_header(current), json_body(body)).into_response()),
+        Some((body, false)) => match state.list_cache.render.try_lock() {
+            Ok(guard) => guard,
+            Err(_) => return Ok((index_header(current), json_body(body)).into_response()),
+        },
+        None => {
+            let guard = state.list_cache.render.lock().await;
+            let current = node.registry().read().index;
+            if let Some((body, true)) = state.list_cache.get(&key, current) {
+                return Ok((index_header(current), json_body(body)).into_response());
+            }
+            guard
+        }
+    };
     let view = node.registry().read();
     let mut entries: Vec<_> = view
         .workers
@@ -176,14 +193,17 @@ fn json_body(body: bytes::Bytes) -> impl IntoResponse {
 }
 
 /// Rendered `GET /v1/workers` answers, per filter, valid while the view's index is
-/// unchanged and for at most [`ListCache::MAX_AGE`] (probe details such as
-/// `last_probe_at` change without moving the index). Gateways polling a large list
-/// then cost a copy, not a rendering.
+/// unchanged; fresh for [`ListCache::MAX_AGE`] (probe details such as `last_probe_at`
+/// change without moving the index), and served a little longer while one request
+/// renders the replacement. Gateways polling a large list then cost a copy, not a
+/// rendering.
 #[derive(Debug, Default)]
 pub struct ListCache {
     entries: std::sync::Mutex<
         std::collections::HashMap<String, (u64, std::time::Instant, bytes::Bytes)>,
     >,
+    /// Held while a list is rendered.
+    render: tokio::sync::Mutex<()>,
 }
 
 impl ListCache {
@@ -192,10 +212,12 @@ impl ListCache {
     /// Distinct filters kept.
     const MAX_ENTRIES: usize = 32;
 
-    fn get(&self, key: &str, index: u64) -> Option<bytes::Bytes> {
+    /// The cached body for `key` rendered at `index`, and whether it is younger than
+    /// [`ListCache::MAX_AGE`].
+    fn get(&self, key: &str, index: u64) -> Option<(bytes::Bytes, bool)> {
         let entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
         let (i, at, body) = entries.get(key)?;
-        (*i == index && at.elapsed() < Self::MAX_AGE).then(|| body.clone())
+        (*i == index).then(|| (body.clone(), at.elapsed() < Self::MAX_AGE))
     }
 
     fn put(&self, key: String, index: u64, body: bytes::Bytes) {
