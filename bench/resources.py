@@ -176,11 +176,18 @@ def wakeup(runs=50):
     print(f"blocking-query wake-up after a change (incl. the POST and its fsync): median {statistics.median(wake)*1000:.2f} ms, p99 {wake[-1]*1000:.2f} ms; POST alone median {statistics.median(post)*1000:.2f} ms")
 
 
-def wrk(url, seconds=10):
-    out = subprocess.run(["wrk", "-t2", "-c64", f"-d{seconds}s", "--latency", url], capture_output=True, text=True).stdout
+def wrk(url, seconds=10, gzip=False):
+    headers = ["-H", "Accept-Encoding: gzip"] if gzip else []
+    out = subprocess.run(["wrk", "-t2", "-c64", f"-d{seconds}s", "--latency", *headers, url], capture_output=True, text=True).stdout
     rps = next((l.split()[1] for l in out.splitlines() if l.startswith("Requests/sec")), "?")
     p99 = next((l.split()[1] for l in out.splitlines() if l.strip().startswith("99%")), "?")
     return rps, p99
+
+
+def body_size(url, gzip=False):
+    req = urllib.request.Request(url, headers={"Accept-Encoding": "gzip"} if gzip else {})
+    with urllib.request.urlopen(req, timeout=30) as r:
+        return len(r.read())
 
 
 def http_bench(n=1000):
@@ -192,8 +199,10 @@ def http_bench(n=1000):
         a.wait_ready()
         for i in range(n):
             http("POST", f"{a.base}/v1/workers", {"url": f"http://10.1.{i // 250}.{i % 250 + 1}:8000", "model_id": "m", "health": {"disable": True}})
-        rps, p99 = wrk(f"{a.base}/v1/workers?status=ready")
-        print(f"GET /v1/workers?status=ready, {n} workers, 64 connections: {rps} req/s, p99 {p99}")
+        url = f"{a.base}/v1/workers?status=ready"
+        for gz in (False, True):
+            rps, p99 = wrk(url, gzip=gz)
+            print(f"GET /v1/workers?status=ready, {n} workers, 64 connections{', Accept-Encoding: gzip' if gz else ''}: {rps} req/s, p99 {p99} ({body_size(url, gz)} bytes per answer)")
         a.stop()
     if not os.path.exists(SMG):
         print("smg: not installed (tests install it into ~/.cache/probemesh/smg-venv)")
@@ -224,8 +233,9 @@ def http_bench(n=1000):
             if total >= n:
                 break
             time.sleep(1)
-        rps, p99 = wrk(f"{base}/workers")
-        print(f"smg GET /workers, {total} workers, 64 connections: {rps} req/s, p99 {p99}")
+        for gz in (False, True):
+            rps, p99 = wrk(f"{base}/workers", gzip=gz)
+            print(f"smg GET /workers, {total} workers, 64 connections{', Accept-Encoding: gzip' if gz else ''}: {rps} req/s, p99 {p99} ({body_size(f'{base}/workers', gz)} bytes per answer)")
     finally:
         smg.terminate()
         worker.terminate()

@@ -498,3 +498,45 @@ async fn health_and_ready_answer_with_the_node_id() {
     let m = api.metrics().await;
     assert!(m.contains("probemesh_build_info"), "{m}");
 }
+
+#[tokio::test]
+async fn worker_lists_are_gzipped_for_clients_that_accept_it() {
+    use std::io::Read;
+    let agent = Agent::builder().node_id("gzip-node").start().await;
+    let api = agent.api();
+    for i in 0..20 {
+        api.post(
+            "/v1/workers",
+            &json!({"url": format!("http://10.9.0.{}:8000", i + 1), "health": {"disable": true}}),
+        )
+        .await
+        .expect_status(201);
+    }
+    let plain = api.get("/v1/workers?status=ready").await.expect_status(200);
+    assert_eq!(plain.header("content-encoding"), None);
+    assert_eq!(plain.header("vary"), Some("accept-encoding"));
+    assert_eq!(plain.body["workers"].as_array().map(Vec::len), Some(20));
+
+    let url = format!("{}/v1/workers?status=ready", api.base());
+    let resp = reqwest::Client::new()
+        .get(&url)
+        .header("accept-encoding", "gzip")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    assert_eq!(
+        resp.headers()
+            .get("content-encoding")
+            .and_then(|v| v.to_str().ok()),
+        Some("gzip")
+    );
+    let compressed = resp.bytes().await.unwrap();
+    let mut json = Vec::new();
+    flate2::read::GzDecoder::new(&compressed[..])
+        .read_to_end(&mut json)
+        .expect("the body is gzip");
+    assert!(compressed.len() < json.len());
+    let decoded: Value = serde_json::from_slice(&json).unwrap();
+    assert_eq!(decoded, plain.body, "the gzip body is the same list");
+}

@@ -20,6 +20,7 @@ pub mod auth;
 pub mod body;
 pub mod error;
 pub mod events;
+pub mod list_cache;
 pub mod members;
 pub mod spec_input;
 pub mod status;
@@ -44,7 +45,7 @@ pub struct AdminState {
     /// Cancelled at shutdown; ends blocking queries early.
     pub shutdown: tokio_util::sync::CancellationToken,
     /// Rendered worker lists.
-    pub list_cache: workers::ListCache,
+    pub list_cache: list_cache::ListCache,
 }
 
 /// The API router.

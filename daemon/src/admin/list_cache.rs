@@ -1,0 +1,148 @@
+//! Rendered `GET /v1/workers` answers, kept while they are valid, and their gzip form.
+
+use axum::http::{HeaderMap, header};
+use bytes::Bytes;
+use std::collections::HashMap;
+use std::io::Write;
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{Duration, Instant};
+
+/// One rendered list: the JSON, and its gzip form made at most once, when a client
+/// first asks for it.
+#[derive(Debug)]
+pub struct Rendered {
+    json: Bytes,
+    gzip: OnceLock<Option<Bytes>>,
+}
+
+impl Rendered {
+    /// Wraps a rendered JSON body.
+    pub fn new(json: Bytes) -> Arc<Rendered> {
+        Arc::new(Rendered {
+            json,
+            gzip: OnceLock::new(),
+        })
+    }
+
+    /// The body to send and whether it is gzip-encoded: gzip when the client accepts
+    /// it and compression worked, else the JSON as it is.
+    pub fn body(&self, gzip: bool) -> (Bytes, bool) {
+        if gzip && let Some(z) = self.gzip.get_or_init(|| compress(&self.json)) {
+            return (z.clone(), true);
+        }
+        (self.json.clone(), false)
+    }
+}
+
+fn compress(json: &[u8]) -> Option<Bytes> {
+    // The fastest level: a worker list is repetitive JSON and shrinks about tenfold
+    // already, and this runs on the request path once per rendering.
+    let mut z = flate2::write::GzEncoder::new(
+        Vec::with_capacity(json.len() / 8),
+        flate2::Compression::fast(),
+    );
+    z.write_all(json).ok()?;
+    z.finish().ok().map(Bytes::from)
+}
+
+/// Whether the request's `Accept-Encoding` allows gzip (a `gzip` or `*` coding whose
+/// `q` is not 0).
+pub fn accepts_gzip(headers: &HeaderMap) -> bool {
+    headers
+        .get_all(header::ACCEPT_ENCODING)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|coding| {
+            let mut parts = coding.split(';');
+            let name = parts.next().unwrap_or("").trim();
+            let refused = parts.any(|p| {
+                p.trim()
+                    .strip_prefix("q=")
+                    .and_then(|q| q.trim().parse::<f32>().ok())
+                    .is_some_and(|q| q <= 0.0)
+            });
+            (name.eq_ignore_ascii_case("gzip") || name == "*") && !refused
+        })
+}
+
+/// Rendered answers, per filter, valid while the view's index is unchanged; fresh for
+/// [`ListCache::MAX_AGE`] (probe details such as `last_probe_at` change without moving
+/// the index), and served a little longer while one request renders the replacement.
+/// Gateways polling a large list then cost a copy, not a rendering.
+#[derive(Debug, Default)]
+pub struct ListCache {
+    entries: Mutex<HashMap<String, (u64, Instant, Arc<Rendered>)>>,
+    /// Held while a list is rendered.
+    pub render: tokio::sync::Mutex<()>,
+}
+
+impl ListCache {
+    /// How long a rendered list is served as fresh.
+    pub const MAX_AGE: Duration = Duration::from_secs(1);
+    /// Distinct filters kept.
+    const MAX_ENTRIES: usize = 32;
+
+    /// The cached answer for `key` rendered at `index`, and whether it is younger than
+    /// [`ListCache::MAX_AGE`].
+    pub fn get(&self, key: &str, index: u64) -> Option<(Arc<Rendered>, bool)> {
+        let entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
+        let (i, at, rendered) = entries.get(key)?;
+        (*i == index).then(|| (Arc::clone(rendered), at.elapsed() < Self::MAX_AGE))
+    }
+
+    /// Keeps `rendered` as the answer for `key` at `index`.
+    pub fn put(&self, key: String, index: u64, rendered: Arc<Rendered>) {
+        let mut entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
+        if entries.len() >= Self::MAX_ENTRIES {
+            entries.clear();
+        }
+        entries.insert(key, (index, Instant::now(), rendered));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use axum::http::HeaderValue;
+    use std::io::Read;
+
+    fn with(accept: &str) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        h.insert(
+            header::ACCEPT_ENCODING,
+            HeaderValue::from_str(accept).unwrap(),
+        );
+        h
+    }
+
+    #[test]
+    fn gzip_is_used_only_when_accepted() {
+        assert!(accepts_gzip(&with("gzip")));
+        assert!(accepts_gzip(&with("br, GZIP;q=0.5")));
+        assert!(accepts_gzip(&with("*")));
+        assert!(!accepts_gzip(&with("gzip;q=0")));
+        assert!(!accepts_gzip(&with("br, zstd")));
+        assert!(!accepts_gzip(&with("identity")));
+        assert!(!accepts_gzip(&HeaderMap::new()));
+    }
+
+    #[test]
+    fn the_gzip_form_decodes_to_the_json() {
+        let json = Bytes::from(
+            serde_json::to_vec(&serde_json::json!({
+                "workers": (0..200).map(|i| serde_json::json!({"id": i, "status": "ready"})).collect::<Vec<_>>()
+            }))
+            .unwrap(),
+        );
+        let r = Rendered::new(json.clone());
+        assert_eq!(r.body(false), (json.clone(), false));
+        let (z, gz) = r.body(true);
+        assert!(gz && z.len() * 4 < json.len());
+        let mut out = Vec::new();
+        flate2::read::GzDecoder::new(&z[..])
+            .read_to_end(&mut out)
+            .unwrap();
+        assert_eq!(out, json);
+    }
+}
