@@ -66,13 +66,16 @@ pub fn accepts_gzip(headers: &HeaderMap) -> bool {
         })
 }
 
+/// A cached answer: the view index it was rendered at, when, and the answer.
+type Entry = (u64, Instant, Arc<Rendered>);
+
 /// Rendered answers, per filter, valid while the view's index is unchanged; fresh for
 /// [`ListCache::MAX_AGE`] (probe details such as `last_probe_at` change without moving
 /// the index), and served a little longer while one request renders the replacement.
 /// Gateways polling a large list then cost a copy, not a rendering.
 #[derive(Debug, Default)]
 pub struct ListCache {
-    entries: Mutex<HashMap<String, (u64, Instant, Arc<Rendered>)>>,
+    entries: Mutex<HashMap<String, Entry>>,
     /// Held while a list is rendered.
     pub render: tokio::sync::Mutex<()>,
 }
