@@ -57,9 +57,14 @@ def rss_kib(pid):
 
 
 def cpu_seconds(pid):
+    return sum(cpu_split(pid))
+
+
+def cpu_split(pid):
+    """(user, system) CPU seconds of a process."""
     with open(f"/proc/{pid}/stat") as f:
         parts = f.read().rsplit(")", 1)[1].split()
-    return (int(parts[11]) + int(parts[12])) / TICK
+    return int(parts[11]) / TICK, int(parts[12]) / TICK
 
 
 class Agent:
@@ -141,11 +146,12 @@ def ten_k(n=10_000, seconds=60):
             if ready == n:
                 break
             time.sleep(2)
-        c0, t0 = cpu_seconds(a.proc.pid), time.monotonic()
+        (u0, s0), t0 = cpu_split(a.proc.pid), time.monotonic()
         time.sleep(seconds)
-        c1, t1 = cpu_seconds(a.proc.pid), time.monotonic()
+        (u1, s1), t1 = cpu_split(a.proc.pid), time.monotonic()
         rss = rss_kib(a.proc.pid)
-        print(f"{n} workers at 5 s ({ready} ready): CPU {100*(c1-c0)/(t1-t0):.1f}% of one core, RSS {rss/1024:.1f} MiB (over {seconds} s)")
+        user, system = 100 * (u1 - u0) / (t1 - t0), 100 * (s1 - s0) / (t1 - t0)
+        print(f"{n} workers at 5 s ({ready} ready): CPU {user + system:.1f}% of one core (user {user:.1f}%, kernel {system:.1f}%), RSS {rss/1024:.1f} MiB (over {seconds} s)")
         a.stop()
         target.stop()
 
