@@ -23,19 +23,10 @@ import threading
 import time
 import urllib.request
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-BIN = os.environ.get("PROBEMESH_BIN", os.path.join(ROOT, "target", "release", "probemesh"))
+from benchlib import BIN, free_port, stop_all
 GOSSIP_INTERVAL = os.environ.get("GOSSIP_INTERVAL", "100ms")
 PROBE_INTERVAL = os.environ.get("PROBE_INTERVAL", "200ms")
 REPEATS = int(os.environ.get("REPEATS", "3"))
-
-
-def free_port(kind=socket.SOCK_STREAM):
-    s = socket.socket(socket.AF_INET, kind)
-    s.bind(("127.0.0.1", 0))
-    p = s.getsockname()[1]
-    s.close()
-    return p
 
 
 class Healthy(http.server.BaseHTTPRequestHandler):
@@ -123,13 +114,7 @@ def run_probemesh(n, workdir, worker_port):
                 times.append(time.monotonic() - t0)
         return membership, times
     finally:
-        for p in procs:
-            p.terminate()
-        for p in procs:
-            try:
-                p.wait(10)
-            except subprocess.TimeoutExpired:
-                p.kill()
+        stop_all(procs)
 
 
 def run_serf(n, workdir):
@@ -154,13 +139,7 @@ def run_serf(n, workdir):
         ok = wait(all_see_n, 60, step=0.02)
         return time.monotonic() - start if ok else None
     finally:
-        for p in procs:
-            p.terminate()
-        for p in procs:
-            try:
-                p.wait(10)
-            except subprocess.TimeoutExpired:
-                p.kill()
+        stop_all(procs)
 
 
 def main():

@@ -21,16 +21,7 @@ import tempfile
 import time
 import urllib.request
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-BIN = os.environ.get("PROBEMESH_BIN", os.path.join(ROOT, "target", "release", "probemesh"))
-
-
-def free_port(kind=socket.SOCK_STREAM):
-    s = socket.socket(socket.AF_INET, kind)
-    s.bind(("127.0.0.1", 0))
-    p = s.getsockname()[1]
-    s.close()
-    return p
+from benchlib import BIN, cpu_seconds, free_port, stop_all
 
 
 def req(method, url, body=None):
@@ -80,13 +71,6 @@ class WireCounter:
         subprocess.run(["iptables", "-D", "OUTPUT", "-j", self.CHAIN], capture_output=True)
         subprocess.run(["iptables", "-F", self.CHAIN], capture_output=True)
         subprocess.run(["iptables", "-X", self.CHAIN], capture_output=True)
-
-
-def cpu_seconds(pid):
-    # utime + stime, fields 14 and 15 of /proc/PID/stat (after the command name).
-    with open(f"/proc/{pid}/stat") as f:
-        fields = f.read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def main():
@@ -161,13 +145,7 @@ def main():
             msgs = sum(a[1] - b0[1] for a, b0 in zip(after, before)) / seconds / n
             print(f"steady state, {n} agents x {w} workers, gossip 200 ms: bytes out per node median {rates[n // 2] / 1024:.1f} KB/s, max {rates[-1] / 1024:.1f} KB/s; {msgs:.1f} messages/s per node")
         finally:
-            for p in procs:
-                p.terminate()
-            for p in procs:
-                try:
-                    p.wait(10)
-                except subprocess.TimeoutExpired:
-                    p.kill()
+            stop_all(procs)
 
 
 if __name__ == "__main__":

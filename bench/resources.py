@@ -27,18 +27,8 @@ import threading
 import time
 import urllib.request
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-BIN = os.environ.get("PROBEMESH_BIN", os.path.join(ROOT, "target", "release", "probemesh"))
+from benchlib import BIN, ROOT, cpu_seconds, cpu_split, free_port, rss_kib
 SMG = os.environ.get("SMG_BIN", os.path.expanduser("~/.cache/probemesh/smg-venv/bin/smg"))
-TICK = os.sysconf("SC_CLK_TCK")
-
-
-def free_port(kind=socket.SOCK_STREAM):
-    s = socket.socket(socket.AF_INET, kind)
-    s.bind(("127.0.0.1", 0))
-    p = s.getsockname()[1]
-    s.close()
-    return p
 
 
 def http(method, url, body=None, timeout=10):
@@ -46,25 +36,6 @@ def http(method, url, body=None, timeout=10):
     req = urllib.request.Request(url, data=data, method=method, headers={"Content-Type": "application/json"} if data else {})
     with urllib.request.urlopen(req, timeout=timeout) as r:
         return r.status, json.loads(r.read() or b"null")
-
-
-def rss_kib(pid):
-    with open(f"/proc/{pid}/status") as f:
-        for line in f:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1])
-    return 0
-
-
-def cpu_seconds(pid):
-    return sum(cpu_split(pid))
-
-
-def cpu_split(pid):
-    """(user, system) CPU seconds of a process."""
-    with open(f"/proc/{pid}/stat") as f:
-        parts = f.read().rsplit(")", 1)[1].split()
-    return int(parts[11]) / TICK, int(parts[12]) / TICK
 
 
 class Agent:

@@ -1,0 +1,47 @@
+"""Helpers shared by the bench scripts: where the binary is, free ports, a process's
+CPU and memory from /proc, and stopping the processes a script started."""
+import os
+import socket
+import subprocess
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+BIN = os.environ.get("PROBEMESH_BIN", os.path.join(ROOT, "target", "release", "probemesh"))
+TICK = os.sysconf("SC_CLK_TCK")
+
+
+def free_port(kind=socket.SOCK_STREAM):
+    s = socket.socket(socket.AF_INET, kind)
+    s.bind(("127.0.0.1", 0))
+    p = s.getsockname()[1]
+    s.close()
+    return p
+
+
+def cpu_split(pid):
+    """(user, system) CPU seconds of a process: fields 14 and 15 of /proc/PID/stat."""
+    with open(f"/proc/{pid}/stat") as f:
+        parts = f.read().rsplit(")", 1)[1].split()
+    return int(parts[11]) / TICK, int(parts[12]) / TICK
+
+
+def cpu_seconds(pid):
+    return sum(cpu_split(pid))
+
+
+def rss_kib(pid):
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    return 0
+
+
+def stop_all(procs, grace=10):
+    """SIGTERM every process, then wait for each (SIGKILL after `grace` seconds)."""
+    for p in procs:
+        p.terminate()
+    for p in procs:
+        try:
+            p.wait(grace)
+        except subprocess.TimeoutExpired:
+            p.kill()
