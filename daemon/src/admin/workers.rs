@@ -130,28 +130,19 @@ pub async fn list(
             () = state.shutdown.cancelled() => {}
         }
     }
-    let key = q.cache_key();
-    let current = node.registry().read().index;
-    // One request renders at a time; the others serve the cached body when only its
-    // age ran out (same index: same workers and statuses, older probe details), or wait
-    // for the render when the view moved. Without this, every request in flight when the
-    // cached body expired rendered its own copy at once, and those renders made the
-    // slowest answers several times slower than the rest.
-    let _render = match state.list_cache.get(&key, current) {
-        Some((rendered, true)) => return Ok(list_response(current, &rendered, gzip)),
-        Some((rendered, false)) => match state.list_cache.render.try_lock() {
-            Ok(guard) => guard,
-            Err(_) => return Ok(list_response(current, &rendered, gzip)),
-        },
-        None => {
-            let guard = state.list_cache.render.lock().await;
-            let current = node.registry().read().index;
-            if let Some((rendered, true)) = state.list_cache.get(&key, current) {
-                return Ok(list_response(current, &rendered, gzip));
-            }
-            guard
-        }
-    };
+    let (index, rendered) = state
+        .list_cache
+        .get_or_render(
+            q.cache_key(),
+            || node.registry().read().index,
+            || render_list(node, &q),
+        )
+        .await?;
+    Ok(list_response(index, &rendered, gzip))
+}
+
+/// Renders the list for `q` from the current view; returns the view index with it.
+fn render_list(node: &crate::node::Node, q: &ListQuery) -> Result<(u64, bytes::Bytes), ApiError> {
     let view = node.registry().read();
     let mut entries: Vec<_> = view
         .workers
@@ -174,14 +165,9 @@ pub async fn list(
         index: view.index,
         workers,
     };
-    let body = bytes::Bytes::from(serde_json::to_vec(&list).map_err(|e| {
-        ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "INTERNAL", e.to_string())
-    })?);
-    let index = view.index;
-    drop(view);
-    let rendered = list_cache::Rendered::new(body);
-    state.list_cache.put(key, index, Arc::clone(&rendered));
-    Ok(list_response(index, &rendered, gzip))
+    let body = serde_json::to_vec(&list)
+        .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "INTERNAL", e.to_string()))?;
+    Ok((view.index, bytes::Bytes::from(body)))
 }
 
 /// A list answer: gzip-encoded when the client accepts it (a list of 1,000 workers is
