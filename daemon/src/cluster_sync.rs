@@ -94,6 +94,7 @@ pub async fn sync_once(node: &Arc<Node>, gossip: &GossipHandle, state: &mut Sync
         let moved: Vec<_> = now.0.iter().filter(|m| !before.contains(m)).collect();
         tracing::trace!(?moved, "cluster sync: members whose state moved");
     }
+    node.metrics().sync_round();
     let changed = full_sync(node, gossip, state).await;
     state.adopt_due = state
         .orphaned_since

@@ -73,6 +73,7 @@ pub struct Metrics {
     probes_in_flight: Gauge,
     evictions: Family<ReasonLabels, Counter>,
     tombstones_expired: Counter,
+    sync_rounds: Counter,
     store_commits: Counter,
     store_errors: Counter,
     store_commit_duration: Histogram,
@@ -202,6 +203,7 @@ impl Metrics {
             probes_in_flight: Gauge::default(),
             evictions: Family::default(),
             tombstones_expired: Counter::default(),
+            sync_rounds: Counter::default(),
             store_commits: Counter::default(),
             store_errors: Counter::default(),
             store_commit_duration: Histogram::new([
@@ -272,6 +274,11 @@ impl Metrics {
             m.tombstones_expired.clone(),
         );
         registry.register(
+            "cluster_sync_rounds",
+            "Full reconciliations with the cluster state (decode, import, publish); rounds where nothing changed are skipped and not counted",
+            m.sync_rounds.clone(),
+        );
+        registry.register(
             "store_commits",
             "Mutations made durable in the data directory",
             m.store_commits.clone(),
@@ -330,6 +337,16 @@ impl Metrics {
     /// Counts expired tombstones.
     pub fn tombstones_expired(&self, n: u64) {
         self.tombstones_expired.inc_by(n);
+    }
+
+    /// Counts one full cluster sync round.
+    pub fn sync_round(&self) {
+        self.sync_rounds.inc();
+    }
+
+    /// Full cluster sync rounds so far.
+    pub fn sync_rounds(&self) -> u64 {
+        self.sync_rounds.get()
     }
 
     /// Attaches the gossip transport's counters (once gossip has started).

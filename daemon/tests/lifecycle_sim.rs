@@ -179,6 +179,44 @@ async fn owner_death_past_the_grace_period_keeps_the_registration_for_newcomers(
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn waiting_to_adopt_costs_one_round_when_due_not_a_round_every_tick() {
+    let mut sim = cluster(3, |_| SimOptions::default()).await;
+    let id = registered_everywhere(&sim, 0, "http://10.0.0.9:8000").await;
+    sim.kill(0).await;
+    let dead_seen = |n: &SimNode| {
+        n.node
+            .cluster()
+            .members
+            .iter()
+            .any(|m| m.node_id == "node-00" && m.state == MemberState::Dead)
+    };
+    sim.until_all(PATIENCE, "owner declared dead", dead_seen)
+        .await;
+    let adopter = &sim.nodes[1].node;
+    let before = adopter.metrics().sync_rounds();
+    let waiting_since = std::time::Instant::now();
+    sim.until_all(PATIENCE, "adopted by node-01", |n| {
+        n.node
+            .cluster()
+            .registrations
+            .get(&id)
+            .is_some_and(|a| a.by == "node-01")
+    })
+    .await;
+    let waited = waiting_since.elapsed();
+    let rounds = adopter.metrics().sync_rounds() - before;
+    // The wait is ADOPT_AFTER (5 s) from when the owner was last seen alive: about 100
+    // gossip ticks of 50 ms. A round per tick was the old behaviour; the rounds left are
+    // the one that adopts and those that follow real changes (the adoption itself).
+    let ticks = (waited.as_millis() / sim::INTERVAL.as_millis()) as u64;
+    assert!(
+        waited >= Duration::from_secs(2) && rounds * 4 < ticks,
+        "{rounds} full rounds in {waited:?} ({ticks} ticks)"
+    );
+    sim.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_tombstone_outlives_its_writer() {
     let grace = Duration::from_secs(5);
     let mut sim = cluster(N, |_| SimOptions {
