@@ -337,3 +337,75 @@ impl ClusterSnapshot {
             .map(|m| m.node_id.as_str())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn id(node: &str, generation: u64) -> ChitchatId {
+        ChitchatId::new(
+            node.to_string(),
+            generation,
+            "127.0.0.1:7800".parse().unwrap(),
+        )
+    }
+
+    fn records(verdicts: &[(&WorkerId, Status)]) -> Arc<NodeRecords> {
+        Arc::new(NodeRecords {
+            verdicts: verdicts
+                .iter()
+                .map(|(w, status)| {
+                    (
+                        (*w).clone(),
+                        Verdict {
+                            generation: 1,
+                            status: *status,
+                            since_ms: 5,
+                        },
+                    )
+                })
+                .collect(),
+            ..NodeRecords::default()
+        })
+    }
+
+    #[test]
+    fn verdicts_come_from_live_peers_only_one_per_node() {
+        let w = WorkerId::parse("00000000000000aa").unwrap();
+        let other = WorkerId::parse("00000000000000bb").unwrap();
+        let mut snap = ClusterSnapshot::default();
+        // Self and dead members do not count; a restarted node (two generations) counts
+        // once, with its newest instance's verdict when that one has one.
+        snap.merge(&id("a", 1), &records(&[(&w, Status::Ready)]), true, true);
+        snap.merge(&id("b", 1), &records(&[(&w, Status::Failed)]), false, true);
+        snap.merge(&id("b", 2), &records(&[(&w, Status::Ready)]), false, true);
+        snap.merge(
+            &id("c", 1),
+            &records(&[(&w, Status::Pending)]),
+            false,
+            false,
+        );
+        snap.merge(
+            &id("d", 1),
+            &records(&[(&w, Status::NotReady)]),
+            false,
+            true,
+        );
+        snap.merge(
+            &id("e", 1),
+            &records(&[(&other, Status::Ready)]),
+            false,
+            true,
+        );
+        let seen: Vec<(&str, Status)> = snap
+            .verdicts_on(&w)
+            .into_iter()
+            .map(|(node, v)| (node, v.status))
+            .collect();
+        assert_eq!(seen, [("b", Status::Ready), ("d", Status::NotReady)]);
+        assert!(
+            snap.verdicts_on(&WorkerId::parse("00000000000000cc").unwrap())
+                .is_empty()
+        );
+    }
+}
