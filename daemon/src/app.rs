@@ -54,6 +54,11 @@ impl App {
                 "cut a torn record off the end of the log (a crash during a write that was never acknowledged)"
             );
         }
+        if report.removed_temp_snapshot {
+            tracing::warn!(
+                "removed an unfinished snapshot (state.bin.tmp) left by a crash during compaction; the log still had everything"
+            );
+        }
         let metrics = Arc::new(Metrics::new());
         let (probe_tx, probe_rx) = tokio::sync::mpsc::unbounded_channel();
         let settings = NodeSettings {

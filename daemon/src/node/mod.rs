@@ -14,7 +14,7 @@ use crate::metrics::Metrics;
 use crate::probe::check::ProbeReport;
 use crate::probe::{Command as ProbeCommand, schedule::Task};
 use crate::registry::{Entry, LastProbe, Origin, Registry, Transition};
-use crate::store::{Mutation, Store, StoreError};
+use crate::store::{Mutation, Store, StoreError, StoreHealth};
 use probemesh_gossip::cluster::ClusterSnapshot;
 use probemesh_gossip::model::{
     EvictionReason, Registration, Status, Tombstone, WorkerId, WorkerSpec,
@@ -45,6 +45,12 @@ pub enum NodeError {
     /// The change could not be made durable; nothing changed.
     #[error("the change could not be saved, nothing was changed: {0}")]
     Store(#[from] StoreError),
+    /// Every generation of this worker URL was used up.
+    #[error(
+        "worker `{0}` cannot be registered again: every generation of its URL was used (a tombstone at generation {max} covers them all, which only a forged record can cause); register the worker under another URL, for example with an explicit port or host name",
+        max = u64::MAX
+    )]
+    GenerationsExhausted(String),
     /// A blocking task failed (a bug).
     #[error("internal error: {0}")]
     Internal(String),
@@ -87,6 +93,8 @@ pub struct Node {
     settings: NodeSettings,
     registry: Registry,
     store: Arc<Mutex<Store>>,
+    /// Whether the store still takes writes, readable without its lock.
+    store_health: StoreHealth,
     gate: tokio::sync::Mutex<()>,
     probe_tx: UnboundedSender<ProbeCommand>,
     metrics: Arc<Metrics>,
@@ -130,6 +138,7 @@ impl Node {
         Node {
             settings,
             registry,
+            store_health: store.health(),
             store: Arc::new(Mutex::new(store)),
             gate: tokio::sync::Mutex::new(()),
             probe_tx,
@@ -194,15 +203,35 @@ impl Node {
     }
 
     async fn commit(&self, m: Mutation) -> Result<(), NodeError> {
+        self.commit_all(vec![m]).await
+    }
+
+    /// Makes `ms` durable with one append and one fsync (on a blocking thread), all or
+    /// none. A failed compaction after it is logged and counted, never returned: the
+    /// change itself is safe (SPEC S13).
+    async fn commit_all(&self, ms: Vec<Mutation>) -> Result<(), NodeError> {
         let store = Arc::clone(&self.store);
         let start = Instant::now();
         let res = tokio::task::spawn_blocking(move || {
             let mut s = store.lock().unwrap_or_else(|e| e.into_inner());
-            s.commit(m)
+            s.commit_all(&ms)
         })
         .await;
         let res = match res {
-            Ok(r) => r.map_err(NodeError::from),
+            Ok(Ok(done)) => {
+                if done.compacted {
+                    self.metrics
+                        .store_compaction(done.compaction_error.is_none());
+                }
+                if let Some(e) = &done.compaction_error {
+                    tracing::warn!(error = %e, "could not compact the data directory; the change is safe in the log, and compaction is tried again later");
+                }
+                Ok(())
+            }
+            Ok(Err(e)) => {
+                self.metrics.store_write_failed(e.kind());
+                Err(NodeError::from(e))
+            }
             Err(e) => Err(NodeError::Internal(format!("store task failed: {e}"))),
         };
         self.metrics.store_commit(res.is_ok(), start.elapsed());
@@ -210,6 +239,11 @@ impl Node {
             tracing::error!(error = %e, "could not persist a change");
         }
         res
+    }
+
+    /// Why the data directory takes no more writes, if it does not (for `/v1/ready`).
+    pub fn store_stopped(&self) -> Option<String> {
+        self.store_health.stopped().map(str::to_string)
     }
 
     /// Registers a worker owned by this node (SPEC S1). Returns the entry and whether
@@ -232,7 +266,9 @@ impl Node {
                 url: spec.url.to_string(),
             });
         }
-        let generation = self.lock_store().state().next_generation(&id);
+        let Some(generation) = self.lock_store().state().next_generation(&id) else {
+            return Err(NodeError::GenerationsExhausted(spec.url.to_string()));
+        };
         let now = SystemTime::now();
         let reg = Registration {
             id,
@@ -361,13 +397,18 @@ impl Node {
             .filter(|t| t.expires_at_ms <= now)
             .map(|t| (t.id.clone(), t.generation))
             .collect();
-        for (id, generation) in &expired {
-            self.commit(Mutation::DropTombstone {
+        if expired.is_empty() {
+            return Ok(0);
+        }
+        // One append and one fsync for all of them, so the gate is held for one write.
+        let drops = expired
+            .iter()
+            .map(|(id, generation)| Mutation::DropTombstone {
                 id: id.clone(),
                 generation: *generation,
             })
-            .await?;
-        }
+            .collect();
+        self.commit_all(drops).await?;
         self.metrics.tombstones_expired(expired.len() as u64);
         Ok(expired.len())
     }
