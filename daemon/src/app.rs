@@ -214,12 +214,18 @@ fn load_tls(config: &AgentConfig) -> anyhow::Result<TlsMaterial> {
         TlsSource::Files { ca, cert, key } => Ok(TlsMaterial::load(ca, cert, key)?),
         TlsSource::Auto => {
             let dir = config.data_dir.join("tls");
-            let (m, created) = tls::ensure_auto_material(&dir, &config.node_id)
+            let (m, outcome) = tls::ensure_auto_material(&dir, &config.node_id)
                 .with_context(|| format!("creating TLS material under {}", dir.display()))?;
-            if created {
-                tracing::info!(dir = %dir.display(), "created a private cluster CA and node certificate; other nodes can join only with certificates from this CA (probemesh tls cert create --ca {})", dir.display());
-            } else {
-                tracing::info!(dir = %dir.display(), "using the private cluster CA from an earlier start");
+            match outcome {
+                tls::AutoTls::Created => {
+                    tracing::info!(dir = %dir.display(), "created a private cluster CA and node certificate; other nodes can join only with certificates from this CA (probemesh tls cert create --ca {})", dir.display())
+                }
+                tls::AutoTls::Completed => {
+                    tracing::warn!(dir = %dir.display(), "completed TLS material that a crash during an earlier first start left half-made (a key without its certificate)")
+                }
+                tls::AutoTls::Reused => {
+                    tracing::info!(dir = %dir.display(), "using the private cluster CA from an earlier start")
+                }
             }
             Ok(m)
         }
