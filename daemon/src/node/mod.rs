@@ -10,10 +10,11 @@ use crate::config::ProbeDefaults;
 use crate::events::EventLog;
 use crate::health_settings::HealthSettings;
 use crate::lifecycle::eviction;
+use crate::local_faults::LocalFaults;
 use crate::metrics::Metrics;
-use crate::probe::check::ProbeReport;
+use crate::probe::check::{LocalResource, ProbeReport, ProbeResult};
 use crate::probe::{Command as ProbeCommand, schedule::Task};
-use crate::registry::{Entry, LastProbe, Origin, Registry, Transition};
+use crate::registry::{Entry, LastProbe, Origin, Registry};
 use crate::store::{Mutation, Store, StoreError, StoreHealth};
 use probemesh_gossip::cluster::ClusterSnapshot;
 use probemesh_gossip::model::{
@@ -84,6 +85,7 @@ pub enum NextStep {
     Stop,
 }
 
+mod notes;
 mod peers;
 
 /// The node's state and operations. Shared as `Arc<Node>` by the admin API, the probe
@@ -102,6 +104,8 @@ pub struct Node {
     cluster: std::sync::RwLock<Arc<ClusterSnapshot>>,
     /// Status changes and removals, for `/v1/events`.
     events: EventLog,
+    /// Probes that failed for lack of a local resource (SPEC S13).
+    local_faults: LocalFaults,
 }
 
 /// Milliseconds since the Unix epoch.
@@ -145,6 +149,7 @@ impl Node {
             metrics,
             cluster: std::sync::RwLock::new(Arc::new(ClusterSnapshot::default())),
             events: EventLog::new(),
+            local_faults: LocalFaults::default(),
         }
     }
 
@@ -432,6 +437,9 @@ impl Node {
     /// Applies a probe result and says what comes next.
     pub fn record_probe(&self, id: &WorkerId, generation: u64, report: ProbeReport) -> NextStep {
         self.metrics.probe(report.result.class(), report.latency);
+        if let ProbeResult::Local(resource) = report.result {
+            return self.record_local_fault(id, generation, resource);
+        }
         let probe = LastProbe {
             result: report.result.describe(),
             at: SystemTime::now(),
@@ -465,6 +473,38 @@ impl Node {
         }
     }
 
+    /// A probe that this node could not even make: the worker's status and counters
+    /// stay as they are, and the probe is tried again after the worker's interval.
+    fn record_local_fault(
+        &self,
+        id: &WorkerId,
+        generation: u64,
+        resource: LocalResource,
+    ) -> NextStep {
+        self.metrics.probe_local_error(resource.as_str());
+        if let Some(n) = self.local_faults.record(unix_ms(SystemTime::now())) {
+            tracing::warn!(
+                resource = resource.as_str(),
+                faults = n,
+                worker = %id,
+                "probes fail for lack of a local resource; this is the node's fault, no worker status changes (check ulimit -n, sockets, memory)"
+            );
+        }
+        let view = self.registry.read();
+        match view.workers.get(id) {
+            Some(e) if e.reg.generation == generation && e.status != Status::Failed => {
+                NextStep::Probe(self.health(&e.reg.spec).interval)
+            }
+            _ => NextStep::Stop,
+        }
+    }
+
+    /// Whether probes failed for lack of a local resource within the last
+    /// [`crate::local_faults::ACTIVE_FOR_MS`]: input to the degraded rule (SPEC S12).
+    pub fn local_fault_active(&self) -> bool {
+        self.local_faults.active(unix_ms(SystemTime::now()))
+    }
+
     /// Starts a fresh pending cycle for a locally failed worker (SPEC S6b); returns the
     /// probe interval when it did.
     pub fn retry(&self, id: &WorkerId, generation: u64) -> Option<Duration> {
@@ -479,58 +519,6 @@ impl Node {
     /// The event log.
     pub fn events(&self) -> &EventLog {
         &self.events
-    }
-
-    /// Records that `entry` entered the view (`from` is null in the event).
-    fn note_added(&self, entry: &Entry, reason: &'static str) {
-        self.events.push(
-            "transition",
-            serde_json::json!({
-                "worker_id": entry.reg.id,
-                "url": entry.reg.spec.url,
-                "generation": entry.reg.generation,
-                "from": null,
-                "to": entry.status,
-                "at": humantime::format_rfc3339_millis(entry.status_since).to_string(),
-                "reason": reason,
-            }),
-        );
-    }
-
-    /// Records that a worker left the view.
-    fn note_removed(&self, removed: &Entry, reason: &'static str) {
-        self.events.push(
-            "removed",
-            serde_json::json!({
-                "worker_id": removed.reg.id,
-                "url": removed.reg.spec.url,
-                "generation": removed.reg.generation,
-                "last_status": removed.status,
-                "at": humantime::format_rfc3339_millis(SystemTime::now()).to_string(),
-                "reason": reason,
-            }),
-        );
-    }
-
-    fn note_transition(&self, t: &Transition, entry: &Entry) {
-        self.events.push(
-            "transition",
-            serde_json::json!({
-                "worker_id": t.id,
-                "url": entry.reg.spec.url,
-                "generation": t.generation,
-                "from": t.from,
-                "to": t.to,
-                "at": humantime::format_rfc3339_millis(entry.status_since).to_string(),
-                "reason": t.reason,
-            }),
-        );
-        self.metrics.transition(t.from, t.to);
-        let last = entry
-            .last_probe
-            .as_ref()
-            .map_or("none", |p| p.result.as_str());
-        tracing::info!(worker = %entry.reg.spec.url, id = %t.id, from = %t.from, to = %t.to, reason = t.reason, last_result = last, "worker status changed");
     }
 
     /// Tells the probe engine about a task (used by the engine itself for follow-ups).

@@ -1,12 +1,16 @@
-//! The node over a failing disk (SPEC S13): a refused change is invisible and answered
-//! 507/503; an exhausted generation is a 409, never a 2xx whose record is dropped.
+//! Local faults are the node's own (SPEC S13): over a failing disk a refused change is
+//! invisible and answered 507/503; an exhausted generation is a 409, never a 2xx whose
+//! record is dropped; a probe that fails for lack of a local resource changes nothing
+//! about the worker.
 
 use axum::http::StatusCode;
 use probemesh::admin::error::ApiError;
 use probemesh::config::ProbeDefaults;
 use probemesh::metrics::Metrics;
-use probemesh::node::{Node, NodeError, NodeSettings};
+use probemesh::node::{NextStep, Node, NodeError, NodeSettings};
+use probemesh::probe::check::{LocalResource, ProbeReport, ProbeResult};
 use probemesh::store::{Disk, Mutation, RealDisk, Store};
+use probemesh_gossip::model::Status;
 use probemesh_gossip::model::{EvictionReason, Tombstone, WorkerSpec, WorkerUrl};
 use std::fs::File;
 use std::io;
@@ -123,4 +127,56 @@ async fn an_exhausted_generation_is_a_conflict_not_a_silent_201() {
     assert_eq!(api.status, StatusCode::CONFLICT);
     assert_eq!(api.code, "GENERATIONS_EXHAUSTED");
     assert!(n.registry().get(&s.url.id()).is_none());
+}
+
+fn report(result: ProbeResult) -> ProbeReport {
+    ProbeReport {
+        result,
+        latency: Duration::from_millis(1),
+    }
+}
+
+#[tokio::test]
+async fn probes_failing_for_lack_of_descriptors_leave_a_ready_worker_ready() {
+    let dir = tempfile::tempdir().unwrap();
+    let (store, _) = Store::open(dir.path()).unwrap();
+    let n = node(store);
+    let (entry, _) = n.register(spec(9200)).await.unwrap();
+    let (id, generation) = (entry.reg.id.clone(), entry.reg.generation);
+    for _ in 0..2 {
+        n.record_probe(&id, generation, report(ProbeResult::Ok(200)));
+    }
+    let before = n.registry().get(&id).unwrap();
+    assert_eq!(before.status, Status::Ready);
+    assert!(!n.local_fault_active());
+    // Far more than failure_threshold x 4 (ready -> not_ready -> failed) would need.
+    for resource in [
+        LocalResource::Descriptors,
+        LocalResource::Ports,
+        LocalResource::Buffers,
+        LocalResource::Memory,
+    ] {
+        for _ in 0..20 {
+            let next = n.record_probe(&id, generation, report(ProbeResult::Local(resource)));
+            assert_eq!(next, NextStep::Probe(Duration::from_secs(5)));
+        }
+    }
+    let after = n.registry().get(&id).unwrap();
+    assert_eq!(after.status, Status::Ready);
+    assert_eq!(after.counters, before.counters, "counters untouched");
+    assert_eq!(
+        after.last_probe.as_ref().map(|p| p.result.clone()),
+        before.last_probe.as_ref().map(|p| p.result.clone())
+    );
+    assert!(n.local_fault_active());
+    let text = n.metrics().render(&probemesh::registry::View::default());
+    for kind in ["descriptors", "ports", "buffers", "memory"] {
+        let line = format!("probemesh_probe_local_errors_total{{kind=\"{kind}\"}} 20");
+        assert!(text.contains(&line), "missing {line} in {text}");
+    }
+    // A real failure still counts.
+    for _ in 0..3 {
+        n.record_probe(&id, generation, report(ProbeResult::Refused));
+    }
+    assert_eq!(n.registry().get(&id).unwrap().status, Status::NotReady);
 }
