@@ -5,7 +5,10 @@
 //! - [`agent`]: [`Agent`], one agent process on its own data directory and port;
 //! - [`http`]: [`Api`], the admin API client, plus raw HTTP and metrics helpers;
 //! - [`worker`]: [`TestWorker`], a worker whose health the test controls;
-//! - [`wait`]: deadlines scaled by `PROBEMESH_TEST_PATIENCE`, polling, free ports.
+//! - [`wait`]: deadlines scaled by `PROBEMESH_TEST_PATIENCE`, polling, free ports;
+//! - [`require`]: root, tools and mounts a test needs; skips with a printed reason, or
+//!   fails under `PROBEMESH_REQUIRE_ROOT_TESTS=1` (CI);
+//! - [`tmpfs`]: a small tmpfs mount for disk-full tests (root only).
 //!
 //! The tests live in `tests/*.rs`, one file per area.
 
@@ -17,7 +20,9 @@ pub mod cluster;
 pub mod http;
 pub mod netns;
 pub mod ns_cluster;
+pub mod require;
 pub mod smg;
+pub mod tmpfs;
 pub mod wait;
 pub mod worker;
 
