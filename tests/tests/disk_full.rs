@@ -373,8 +373,9 @@ async fn a_failed_compaction_never_fails_its_change_nor_leaves_a_temp_file() {
         return;
     };
     let filler = rig.fs.fill_leaving("filler", 12 * MIB);
+    let free = rig.fs.free_bytes();
     let t0 = Instant::now();
-    let (mut before_compaction, mut attempts) = (0usize, 0usize);
+    let (mut before_compaction, mut past_compaction) = (0usize, 0usize);
     let mut last_wal = 0;
     let mut refusals = 0;
     for _ in 0..400 {
@@ -408,28 +409,35 @@ async fn a_failed_compaction_never_fails_its_change_nor_leaves_a_temp_file() {
         );
         last_wal = wal;
         if wal >= COMPACT_BYTES {
-            attempts += 1;
-            rig.assert_no_temp_file(&format!("after compaction attempt {attempts}"))
-                .await;
+            // Every registration from here on is due a compaction (at once, or when the
+            // retry comes due), and none can be written.
+            past_compaction += 1;
+            rig.assert_no_temp_file(&format!(
+                "after registration {past_compaction} past the compaction size"
+            ))
+            .await;
         } else {
             before_compaction += 1;
         }
     }
     assert_eq!(refusals, 2, "the log never filled the disk");
-    assert!(attempts > 0, "the log never reached the compaction size");
+    assert!(
+        past_compaction > 0,
+        "the log never reached the compaction size"
+    );
     let metrics = rig.agent.api().metrics().await;
     let counted = compaction_failures(&metrics);
     match &counted {
         Some((name, n)) => assert!(
             *n > 0.0,
-            "{name} is {n} after {attempts} failed compactions"
+            "{name} is {n} after {past_compaction} registrations past the compaction size"
         ),
         None => {
             eprintln!("disk_full: note: no {COMPACTION_METRIC_PREFIX}*fail* metric in /metrics yet")
         }
     }
     eprintln!(
-        "disk_full: 13 MiB tmpfs (12 MiB free): {before_compaction} registrations filled the log to 8 MiB, {attempts} more were acknowledged with the snapshot failing ({}), then 507 with a {last_wal}-byte log, in {:?}",
+        "disk_full: 13 MiB tmpfs, {free} B free: {before_compaction} registrations filled the log to 8 MiB, {past_compaction} more were acknowledged (201) while no snapshot could be written ({}), then 507 STORE_FULL with a {last_wal}-byte log, in {:?}",
         counted.map_or("no metric".into(), |(n, v)| format!("{n} = {v}")),
         t0.elapsed()
     );
