@@ -9,7 +9,7 @@ use crate::metrics::Metrics;
 use crate::node::{Node, NodeSettings};
 use crate::probe::{self, check::Checker};
 use crate::readiness::Readiness;
-use crate::store::Store;
+use crate::store::{RejectedRecord, Store};
 use anyhow::Context;
 use probemesh_gossip::model::WorkerSpec;
 use probemesh_gossip::node::{GossipConfig, GossipHandle, spawn_gossip};
@@ -60,6 +60,7 @@ impl App {
             );
         }
         let metrics = Arc::new(Metrics::new());
+        report_rejected_records(&report.rejected, &metrics);
         let (probe_tx, probe_rx) = tokio::sync::mpsc::unbounded_channel();
         let settings = NodeSettings {
             node_id: config.node_id.clone(),
@@ -128,7 +129,8 @@ impl App {
             readiness,
             latches,
         } = self;
-        let checker = Checker::new().context("building the probe HTTP client")?;
+        let checker = Checker::new(config.cluster.allow_worker_cidrs.clone())
+            .context("building the probe HTTP client")?;
         let engine = tokio::spawn(probe::run(
             Arc::clone(&node),
             probe_rx,
@@ -277,4 +279,24 @@ fn spawn_background(
         }));
     }
     tasks
+}
+
+/// Individual log lines for records left out at load; past it, one summary line.
+const MAX_REJECTED_LOGGED: usize = 100;
+
+/// Counts every record the store left out at load (SPEC S11) and logs each one once.
+fn report_rejected_records(rejected: &[RejectedRecord], metrics: &Metrics) {
+    for (i, r) in rejected.iter().enumerate() {
+        metrics.store_record_rejected(r.reason);
+        if i < MAX_REJECTED_LOGGED {
+            tracing::warn!(file = r.file, kind = r.kind, id = %r.id, generation = r.generation, reason = r.reason, error = %r.error, "left a stored record out of the loaded state: it fails validation, so it is never probed or shown");
+        }
+    }
+    if rejected.len() > MAX_REJECTED_LOGGED {
+        tracing::warn!(
+            total = rejected.len(),
+            logged = MAX_REJECTED_LOGGED,
+            "more stored records failed validation than were logged one by one; all are counted in probemesh_store_records_rejected_total"
+        );
+    }
 }

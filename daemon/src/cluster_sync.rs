@@ -8,9 +8,11 @@
 //!   on every worker it tracks, and every tombstone it holds; only differences from
 //!   what it published last are written.
 
-use crate::lifecycle::import::{self, LocalWorker};
+use crate::lifecycle::import::{self, ImportAction, LocalWorker};
 use crate::node::Node;
 use crate::registry::Origin;
+use crate::reported::ReportedOnce;
+use probemesh_gossip::cluster::ClusterSnapshot;
 use probemesh_gossip::keys;
 use probemesh_gossip::model::WorkerId;
 use probemesh_gossip::node::GossipHandle;
@@ -51,6 +53,9 @@ pub struct SyncState {
     published: HashMap<String, String>,
     /// Peers already warned about for a newer record format.
     warned_newer: std::collections::HashSet<String>,
+    /// Dropped peer records and refused owner claims already counted and logged:
+    /// each is reported once, not in every round that still sees it.
+    reported: ReportedOnce,
     /// Cluster fingerprint, view index and tombstone count after the last full round:
     /// when none changed there is nothing to import or publish.
     last: Option<Observed>,
@@ -111,10 +116,12 @@ async fn full_sync(node: &Arc<Node>, gossip: &GossipHandle, state: &mut SyncStat
         published,
         warned_newer,
         orphaned_since,
+        reported,
         ..
     } = state;
     let snap = gossip.snapshot().await;
     node.metrics().gossip_malformed(snap.malformed);
+    report_rejections(node, &snap, reported);
     for peer in &snap.newer_format {
         if warned_newer.insert(peer.clone()) {
             tracing::warn!(peer = %peer, "ignoring records in a newer format than this build reads; upgrade this node");
@@ -147,6 +154,7 @@ async fn full_sync(node: &Arc<Node>, gossip: &GossipHandle, state: &mut SyncStat
             |spec| node.allowed(spec),
         )
     };
+    report_owner_claims(node, &snap, &actions, reported);
     let adopter = import::is_adopter(node.node_id(), snap.live_node_ids());
     let advertised_by_live_peers = snap.advertised_by_live_peer.clone();
     node.set_cluster(snap);
@@ -230,4 +238,39 @@ async fn full_sync(node: &Arc<Node>, gossip: &GossipHandle, state: &mut SyncStat
     gossip.update_keys(changes).await;
     *published = desired;
     changed
+}
+
+/// Counts and logs each peer record the snapshot dropped (SPEC S11), once per record:
+/// the same records come back in every snapshot while their member publishes them.
+fn report_rejections(node: &Node, snap: &ClusterSnapshot, reported: &mut ReportedOnce) {
+    for (by, r) in snap.rejections() {
+        if reported.first_time(("rejected", by, r.fingerprint)) {
+            node.metrics().gossip_record_rejected(r.reason);
+            tracing::warn!(peer = %by, key = %r.key, reason = r.reason, error = %r.error, "dropped a record published by a peer: it fails validation, so it is never imported, probed or shown");
+        }
+    }
+}
+
+/// Counts and logs each registration a peer advertises as this node's own that this
+/// node never registered; the import rules have attributed it to the advertiser.
+fn report_owner_claims(
+    node: &Node,
+    snap: &ClusterSnapshot,
+    actions: &[ImportAction],
+    reported: &mut ReportedOnce,
+) {
+    for action in actions {
+        let (ImportAction::Insert(reg) | ImportAction::Replace(reg)) = action else {
+            continue;
+        };
+        let Some(adv) = snap.registrations.get(&reg.id) else {
+            continue;
+        };
+        if import::claims_self(node.node_id(), &adv.reg)
+            && reported.first_time(("owner", &adv.by, reg.id.as_str(), reg.generation))
+        {
+            node.metrics().gossip_owner_claim_refused();
+            tracing::warn!(peer = %adv.by, worker = %reg.spec.url, id = %reg.id, generation = reg.generation, "a peer advertises a registration in this node's name that this node never made; imported as the peer's, never advertised as this node's own");
+        }
+    }
 }

@@ -136,12 +136,12 @@ pub mod limits {
     pub const MIN_PROBE_INTERVAL: Duration = Duration::from_millis(10);
     /// Shortest probe timeout.
     pub const MIN_PROBE_TIMEOUT: Duration = Duration::from_millis(1);
-    /// Largest success or failure threshold.
-    pub const MAX_THRESHOLD: u32 = 1000;
-    /// Longest probe path.
-    pub const MAX_PATH_LEN: usize = 1024;
-    /// Longest node id.
-    pub const MAX_NODE_ID_LEN: usize = 128;
+    /// Largest success or failure threshold (the cluster validator's).
+    pub const MAX_THRESHOLD: u32 = probemesh_gossip::model::validate::MAX_THRESHOLD;
+    /// Longest probe path (the cluster validator's).
+    pub const MAX_PATH_LEN: usize = probemesh_gossip::model::validate::MAX_PATH_LEN;
+    /// Longest node id (the cluster validator's).
+    pub const MAX_NODE_ID_LEN: usize = probemesh_gossip::model::validate::MAX_NODE_ID_LEN;
 }
 
 /// The TOML file: the same keys as the flags, in snake_case. Unknown keys are errors.
@@ -772,27 +772,11 @@ fn default_node_id() -> String {
         .unwrap_or_else(|| "probemesh".into())
 }
 
-/// Node ids appear in URLs, metrics labels and logs: printable, no spaces.
+/// Node ids appear in URLs, metrics labels and logs: printable, no spaces. The rule is
+/// the cluster validator's, which peers' records are checked against too.
 pub fn validate_node_id(id: &str) -> Result<(), String> {
-    if id.is_empty() {
-        return Err("must not be empty".into());
-    }
-    if id.len() > limits::MAX_NODE_ID_LEN {
-        return Err(format!(
-            "is {} bytes; at most {} are allowed",
-            id.len(),
-            limits::MAX_NODE_ID_LEN
-        ));
-    }
-    if !id
-        .chars()
-        .all(|c| c.is_ascii_alphanumeric() || "-_.:".contains(c))
-    {
-        return Err(format!(
-            "`{id}` may only contain letters, digits, '-', '_', '.' and ':'"
-        ));
-    }
-    Ok(())
+    probemesh_gossip::model::validate::node_id(probemesh_gossip::model::Field::Owner, id)
+        .map_err(|e| e.detail().to_string())
 }
 
 /// Probe intervals below the minimum would turn the agent into a load generator.
@@ -814,33 +798,16 @@ pub fn check_timeout(d: Duration) -> Result<(), String> {
     Ok(())
 }
 
-/// Thresholds between 1 and [`limits::MAX_THRESHOLD`].
+/// Thresholds between 1 and [`limits::MAX_THRESHOLD`] (the cluster validator's rule).
 pub fn check_threshold(v: u32) -> Result<(), String> {
-    if v == 0 || v > limits::MAX_THRESHOLD {
-        return Err(format!(
-            "{v} is out of range; use 1 to {}",
-            limits::MAX_THRESHOLD
-        ));
-    }
-    Ok(())
+    use probemesh_gossip::model::{Field, validate};
+    validate::threshold(Field::HealthSuccessThreshold, v).map_err(|e| e.detail().to_string())
 }
 
-/// A probe path is an absolute path (query allowed), printable, bounded.
+/// `--probe-path` follows the rule of a worker's `health.path` (the cluster
+/// validator's): it is joined to every worker's address the same way.
 pub fn check_probe_path(p: &str) -> Result<(), String> {
-    if !p.starts_with('/') {
-        return Err(format!("`{p}` must start with '/'"));
-    }
-    if p.len() > limits::MAX_PATH_LEN {
-        return Err(format!("is longer than {} bytes", limits::MAX_PATH_LEN));
-    }
-    if p.chars()
-        .any(|c| c.is_whitespace() || c.is_control() || c == '#')
-    {
-        return Err(format!(
-            "`{p}` contains whitespace, control characters or '#'"
-        ));
-    }
-    Ok(())
+    probemesh_gossip::model::validate::health_path(p).map_err(|e| e.detail().to_string())
 }
 
 #[cfg(test)]

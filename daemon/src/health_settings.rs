@@ -1,9 +1,18 @@
 //! A worker's effective health-check settings: its own overrides over this node's
 //! defaults.
+//!
+//! Every record was validated before it got here (API, gossip decoding, store load),
+//! so the clamps below never change a value in practice. They are a second wall: should
+//! a record ever slip past the validator, it still cannot ask for a threshold of 0
+//! (ready without a probe) or an interval of 0 (a probe loop), SPEC S11.
 
 use crate::config::ProbeDefaults;
+use crate::config::limits::MIN_PROBE_INTERVAL;
 use crate::lifecycle::state_machine::Thresholds;
 use probemesh_gossip::model::HealthOverrides;
+use probemesh_gossip::model::validate::{
+    MAX_INTERVAL_MS, MAX_THRESHOLD, MAX_TIMEOUT_MS, MIN_INTERVAL_MS, MIN_THRESHOLD, MIN_TIMEOUT_MS,
+};
 use std::time::Duration;
 
 /// Health-check settings after applying defaults.
@@ -22,15 +31,28 @@ pub struct HealthSettings {
 }
 
 impl HealthSettings {
-    /// Resolves `o` against `d`.
+    /// Resolves `o` against `d`. A worker's overrides are clamped into the validator's
+    /// bounds; the node's own defaults (checked at start-up, where the interval may go
+    /// down to [`MIN_PROBE_INTERVAL`]) only into what keeps the state machine sound.
     pub fn resolve(o: &HealthOverrides, d: &ProbeDefaults) -> HealthSettings {
+        let ms = |v: u64, lo: u64, hi: u64| Duration::from_millis(v.clamp(lo, hi));
+        let threshold = |v: Option<u32>, default: u32| {
+            v.map_or(default, |n| n.clamp(MIN_THRESHOLD, MAX_THRESHOLD))
+                .max(MIN_THRESHOLD)
+        };
         HealthSettings {
             path: o.path.clone().unwrap_or_else(|| d.path.clone()),
-            interval: o.interval_ms.map_or(d.interval, Duration::from_millis),
-            timeout: o.timeout_ms.map_or(d.timeout, Duration::from_millis),
+            interval: o
+                .interval_ms
+                .map_or(d.interval, |v| ms(v, MIN_INTERVAL_MS, MAX_INTERVAL_MS))
+                .max(MIN_PROBE_INTERVAL),
+            timeout: o
+                .timeout_ms
+                .map_or(d.timeout, |v| ms(v, MIN_TIMEOUT_MS, MAX_TIMEOUT_MS))
+                .max(Duration::from_millis(MIN_TIMEOUT_MS)),
             thresholds: Thresholds {
-                success: o.success_threshold.unwrap_or(d.success_threshold),
-                failure: o.failure_threshold.unwrap_or(d.failure_threshold),
+                success: threshold(o.success_threshold, d.success_threshold),
+                failure: threshold(o.failure_threshold, d.failure_threshold),
             },
             disabled: o.disable,
         }
@@ -66,5 +88,47 @@ mod tests {
             HealthSettings::resolve(&HealthOverrides::default(), &d).path,
             "/health"
         );
+    }
+
+    #[test]
+    fn values_past_the_validator_are_clamped_not_obeyed() {
+        let d = ProbeDefaults::default();
+        let zero = HealthOverrides {
+            interval_ms: Some(0),
+            timeout_ms: Some(0),
+            success_threshold: Some(0),
+            failure_threshold: Some(0),
+            ..Default::default()
+        };
+        let h = HealthSettings::resolve(&zero, &d);
+        assert_eq!(h.interval, Duration::from_millis(MIN_INTERVAL_MS));
+        assert_eq!(h.timeout, Duration::from_millis(MIN_TIMEOUT_MS));
+        assert_eq!(
+            h.thresholds,
+            Thresholds {
+                success: 1,
+                failure: 1
+            }
+        );
+        let huge = HealthOverrides {
+            interval_ms: Some(u64::MAX),
+            timeout_ms: Some(u64::MAX),
+            success_threshold: Some(u32::MAX),
+            failure_threshold: Some(u32::MAX),
+            ..Default::default()
+        };
+        let h = HealthSettings::resolve(&huge, &d);
+        assert_eq!(h.interval, Duration::from_millis(MAX_INTERVAL_MS));
+        assert_eq!(h.timeout, Duration::from_millis(MAX_TIMEOUT_MS));
+        assert_eq!(h.thresholds.success, MAX_THRESHOLD);
+        // A node default of 0 (never accepted by the config loader) is clamped too.
+        let broken = ProbeDefaults {
+            interval: Duration::ZERO,
+            success_threshold: 0,
+            ..ProbeDefaults::default()
+        };
+        let h = HealthSettings::resolve(&HealthOverrides::default(), &broken);
+        assert_eq!(h.interval, MIN_PROBE_INTERVAL);
+        assert_eq!(h.thresholds.success, 1);
     }
 }

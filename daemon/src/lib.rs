@@ -23,6 +23,7 @@ pub mod node;
 pub mod probe;
 pub mod readiness;
 pub mod registry;
+pub mod reported;
 pub mod shutdown;
 pub mod store;
 pub mod tls_commands;

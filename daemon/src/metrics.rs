@@ -90,6 +90,9 @@ pub struct Metrics {
     smg_ops: Family<SmgLabels, Counter>,
     smg_up: Gauge,
     gossip_malformed_values: Gauge,
+    gossip_records_rejected: Family<ReasonLabels, Counter>,
+    gossip_owner_claims_refused: Counter,
+    store_records_rejected: Family<ReasonLabels, Counter>,
     transport: Arc<OnceLock<Arc<TransportMetrics>>>,
 }
 
@@ -226,6 +229,9 @@ impl Metrics {
             smg_ops: Family::default(),
             smg_up: Gauge::default(),
             gossip_malformed_values: Gauge::default(),
+            gossip_records_rejected: Family::default(),
+            gossip_owner_claims_refused: Counter::default(),
+            store_records_rejected: Family::default(),
             transport: Arc::new(OnceLock::new()),
             registry: Registry::default(),
         };
@@ -238,6 +244,21 @@ impl Metrics {
             "gossip_malformed_values",
             "Values in the gossiped cluster state that failed to decode (ignored)",
             m.gossip_malformed_values.clone(),
+        );
+        registry.register(
+            "gossip_records_rejected",
+            "Registrations and tombstones published by peers that were dropped, each counted once, by reason: the invalid field (health_interval, health_path, owner, ...) or what kept it from decoding (base64, decode, newer_format, key_mismatch)",
+            m.gossip_records_rejected.clone(),
+        );
+        registry.register(
+            "gossip_owner_claims_refused",
+            "Registrations a peer advertised as owned by this node, which this node never registered; imported as the advertiser's, never advertised as this node's own",
+            m.gossip_owner_claims_refused.clone(),
+        );
+        registry.register(
+            "store_records_rejected",
+            "Registrations and tombstones read from the data directory at start that failed validation and were left out, by reason (the invalid field)",
+            m.store_records_rejected.clone(),
         );
         registry.register(
             "smg_operations",
@@ -413,6 +434,25 @@ impl Metrics {
             .set(i64::try_from(n).unwrap_or(i64::MAX));
     }
 
+    /// Counts one dropped peer record (once per record, by the caller's memory).
+    pub fn gossip_record_rejected(&self, reason: &'static str) {
+        self.gossip_records_rejected
+            .get_or_create(&ReasonLabels { reason })
+            .inc();
+    }
+
+    /// Counts one registration a peer advertised in this node's name.
+    pub fn gossip_owner_claim_refused(&self) {
+        self.gossip_owner_claims_refused.inc();
+    }
+
+    /// Counts one record left out of the state loaded from disk.
+    pub fn store_record_rejected(&self, reason: &'static str) {
+        self.store_records_rejected
+            .get_or_create(&ReasonLabels { reason })
+            .inc();
+    }
+
     /// Counts one store commit attempt.
     pub fn store_commit(&self, ok: bool, took: Duration) {
         if ok {
@@ -478,6 +518,9 @@ mod tests {
         m.transition(Status::Pending, Status::Ready);
         m.probe("ok", Duration::from_millis(3));
         m.eviction("deleted");
+        m.gossip_record_rejected("health_interval");
+        m.store_record_rejected("owner");
+        m.gossip_owner_claim_refused();
         let text = m.render(&View::default());
         for needle in [
             "probemesh_workers{status=\"ready\"} 0",
@@ -486,6 +529,9 @@ mod tests {
             "probemesh_probe_duration_seconds_bucket",
             "probemesh_evictions_total{reason=\"deleted\"} 1",
             "probemesh_build_info",
+            "probemesh_gossip_records_rejected_total{reason=\"health_interval\"} 1",
+            "probemesh_store_records_rejected_total{reason=\"owner\"} 1",
+            "probemesh_gossip_owner_claims_refused_total 1",
         ] {
             assert!(text.contains(needle), "missing {needle} in\n{text}");
         }

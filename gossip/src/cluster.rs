@@ -70,6 +70,45 @@ pub struct Verdict {
     pub since_ms: u64,
 }
 
+/// A registration or tombstone a member publishes that was dropped: it does not
+/// decode, or fails validation (SPEC S11). Kept so the daemon can count and log each
+/// one once.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Rejection {
+    /// The chitchat key, cut to [`MAX_KEY_SHOWN`] characters.
+    pub key: String,
+    /// A hash of the key and the value: a new value under the same key is a new record.
+    pub fingerprint: u64,
+    /// A bounded label for metrics ([`keys::ValueError::reason`]).
+    pub reason: &'static str,
+    /// Why, for the log (bounded; input in it is escaped).
+    pub error: String,
+}
+
+/// Longest key quoted in a [`Rejection`].
+pub const MAX_KEY_SHOWN: usize = 64;
+
+impl Rejection {
+    fn new(key: &str, value: &str, e: &keys::ValueError) -> Rejection {
+        use std::hash::{Hash, Hasher};
+        // DefaultHasher::new() has fixed keys: the same record hashes the same in every
+        // snapshot, which is all the daemon's "already reported" set needs.
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        key.hash(&mut h);
+        value.hash(&mut h);
+        Rejection {
+            key: key
+                .chars()
+                .take(MAX_KEY_SHOWN)
+                .flat_map(char::escape_debug)
+                .collect(),
+            fingerprint: h.finish(),
+            reason: e.reason(),
+            error: e.to_string(),
+        }
+    }
+}
+
 /// One member's records, decoded once per version of its state.
 #[derive(Debug, Default)]
 pub struct NodeRecords {
@@ -77,6 +116,7 @@ pub struct NodeRecords {
     tombstones: Vec<Tombstone>,
     verdicts: HashMap<WorkerId, Verdict>,
     malformed: u64,
+    rejected: Vec<Rejection>,
     newer_format: bool,
     version: Option<String>,
 }
@@ -92,12 +132,12 @@ impl NodeRecords {
             if let Some(id) = key.strip_prefix(REG_PREFIX) {
                 match keys::decode_registration(id, value) {
                     Ok(reg) => r.registrations.push(reg),
-                    Err(e) => r.note_bad(&e),
+                    Err(e) => r.note_bad(key, value, &e),
                 }
             } else if let Some(id) = key.strip_prefix(TOMB_PREFIX) {
                 match keys::decode_tombstone(id, value) {
                     Ok(t) => r.tombstones.push(t),
-                    Err(e) => r.note_bad(&e),
+                    Err(e) => r.note_bad(key, value, &e),
                 }
             } else if let Some(id) = key.strip_prefix(STATUS_PREFIX) {
                 match (WorkerId::parse(id), keys::decode_status(value)) {
@@ -118,8 +158,9 @@ impl NodeRecords {
         r
     }
 
-    fn note_bad(&mut self, e: &keys::ValueError) {
+    fn note_bad(&mut self, key: &str, value: &str, e: &keys::ValueError) {
         self.malformed += 1;
+        self.rejected.push(Rejection::new(key, value, e));
         if matches!(
             e,
             keys::ValueError::Codec(crate::codec::CodecError::NewerMajor { .. })
@@ -202,8 +243,10 @@ pub struct ClusterSnapshot {
     /// merged into a worker x node matrix: a snapshot then costs O(members), not
     /// O(members x workers), and snapshots are taken on every change of cluster state.
     live_peers: Vec<(String, Arc<NodeRecords>)>,
-    /// Values that failed to decode in this snapshot (dropped).
+    /// Values that failed to decode or validate in this snapshot (dropped).
     pub malformed: u64,
+    /// Members whose registrations or tombstones were dropped, with their records.
+    rejected_by: Vec<(String, Arc<NodeRecords>)>,
     /// Members publishing records of a newer major format than this build reads
     /// (dropped, not misread; the daemon logs them).
     pub newer_format: std::collections::BTreeSet<String>,
@@ -262,6 +305,9 @@ impl ClusterSnapshot {
     fn merge(&mut self, cid: &ChitchatId, r: &Arc<NodeRecords>, is_self: bool, alive: bool) {
         let by = cid.node_id.to_string();
         self.malformed += r.malformed;
+        if !r.rejected.is_empty() {
+            self.rejected_by.push((by.clone(), Arc::clone(r)));
+        }
         if r.newer_format {
             self.newer_format.insert(by.clone());
         }
@@ -329,6 +375,15 @@ impl ClusterSnapshot {
         by_node
     }
 
+    /// Every registration and tombstone dropped in this snapshot, with the member that
+    /// publishes it. The same records come back in every snapshot while the member
+    /// publishes them; [`Rejection::fingerprint`] tells them apart.
+    pub fn rejections(&self) -> impl Iterator<Item = (&str, &Rejection)> {
+        self.rejected_by
+            .iter()
+            .flat_map(|(by, r)| r.rejected.iter().map(move |x| (by.as_str(), x)))
+    }
+
     /// Node ids of the live members, self included.
     pub fn live_node_ids(&self) -> impl Iterator<Item = &str> {
         self.members
@@ -367,6 +422,45 @@ mod tests {
                 .collect(),
             ..NodeRecords::default()
         })
+    }
+
+    #[test]
+    fn invalid_records_are_dropped_and_reported_with_a_stable_fingerprint() {
+        use crate::model::{WorkerSpec, WorkerUrl};
+        let url = WorkerUrl::parse("http://10.0.0.1:8000").unwrap();
+        let mut reg = Registration {
+            id: url.id(),
+            generation: 1,
+            owner: "rogue".into(),
+            registered_at_ms: 0,
+            revision: 0,
+            spec: WorkerSpec::new(url),
+        };
+        let good = keys::encode_registration(&reg).unwrap();
+        reg.spec.health.interval_ms = Some(0);
+        let bad = keys::encode_registration(&reg).unwrap();
+        let key = keys::reg_key(&reg.id);
+        let decode =
+            |v: &str| NodeRecords::decode([(key.as_str(), v), ("tomb:zz", "!!")].into_iter());
+        let ok = decode(&good);
+        assert_eq!(ok.registrations.len(), 1);
+        assert_eq!(ok.rejected.len(), 1, "the broken tombstone");
+        let r = decode(&bad);
+        assert!(r.registrations.is_empty(), "an invalid record is dropped");
+        assert_eq!(r.malformed, 2);
+        let reasons: Vec<&str> = r.rejected.iter().map(|x| x.reason).collect();
+        assert_eq!(reasons, ["health_interval", "base64"]);
+        assert_eq!(
+            decode(&bad).rejected,
+            r.rejected,
+            "same record, same fingerprint"
+        );
+        assert_ne!(r.rejected[0].fingerprint, ok.rejected[0].fingerprint);
+        let mut snap = ClusterSnapshot::default();
+        snap.merge(&id("rogue", 1), &Arc::new(r), false, true);
+        assert!(snap.registrations.is_empty());
+        let seen: Vec<(&str, &str)> = snap.rejections().map(|(by, x)| (by, x.reason)).collect();
+        assert_eq!(seen, [("rogue", "health_interval"), ("rogue", "base64")]);
     }
 
     #[test]

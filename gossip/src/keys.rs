@@ -11,7 +11,7 @@
 //! chitchat values are strings, hence base64 for the binary records.
 
 use crate::codec::{self, CodecError};
-use crate::model::{Registration, Status, Tombstone, WorkerId};
+use crate::model::{InvalidField, Registration, Status, Tombstone, WorkerId, validate};
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD_NO_PAD;
 
@@ -36,6 +36,23 @@ pub enum ValueError {
     /// The key and the record disagree, or the text is malformed.
     #[error("inconsistent or malformed value: {0}")]
     Inconsistent(&'static str),
+    /// The record decodes but fails validation (SPEC S11).
+    #[error("invalid record: {0}")]
+    Invalid(#[from] InvalidField),
+}
+
+impl ValueError {
+    /// A bounded label for metrics: the invalid field's reason, or what kept the value
+    /// from decoding (`base64`, `decode`, `newer_format`, `key_mismatch`).
+    pub fn reason(&self) -> &'static str {
+        match self {
+            ValueError::Base64 => "base64",
+            ValueError::Codec(CodecError::NewerMajor { .. }) => "newer_format",
+            ValueError::Codec(_) => "decode",
+            ValueError::Inconsistent(_) => "key_mismatch",
+            ValueError::Invalid(e) => e.reason(),
+        }
+    }
 }
 
 /// The registration key of `id`.
@@ -48,26 +65,30 @@ pub fn status_key(id: &WorkerId) -> String {
     format!("{STATUS_PREFIX}{id}")
 }
 
+/// Encodes any record as a chitchat value (base64 of the versioned postcard bytes).
+pub fn encode_value<T: serde::Serialize>(record: &T) -> Result<String, CodecError> {
+    Ok(STANDARD_NO_PAD.encode(codec::encode(record)?))
+}
+
 /// Encodes a registration as a chitchat value.
 pub fn encode_registration(r: &Registration) -> Result<String, CodecError> {
-    Ok(STANDARD_NO_PAD.encode(codec::encode(r)?))
+    encode_value(r)
 }
 
 /// Decodes a registration published under `key_id`, checking that the record is the
-/// worker the key names (a peer cannot smuggle one worker under another's id).
+/// worker the key names (a peer cannot smuggle one worker under another's id) and that
+/// it passes [`validate::registration`], the API's own rules.
 pub fn decode_registration(key_id: &str, value: &str) -> Result<Registration, ValueError> {
     let bytes = STANDARD_NO_PAD
         .decode(value.as_bytes())
         .map_err(|_| ValueError::Base64)?;
     let r: Registration = codec::decode(&bytes)?;
-    if r.id.as_str() != key_id || r.spec.url.id() != r.id {
+    if r.id.as_str() != key_id {
         return Err(ValueError::Inconsistent(
-            "registration id does not match its URL or key",
+            "registration id does not match its key",
         ));
     }
-    if r.generation == 0 {
-        return Err(ValueError::Inconsistent("generation 0"));
-    }
+    validate::registration(&r)?;
     Ok(r)
 }
 
@@ -78,20 +99,22 @@ pub fn tomb_key(id: &WorkerId) -> String {
 
 /// Encodes a tombstone as a chitchat value.
 pub fn encode_tombstone(t: &Tombstone) -> Result<String, CodecError> {
-    Ok(STANDARD_NO_PAD.encode(codec::encode(t)?))
+    encode_value(t)
 }
 
-/// Decodes a tombstone published under `key_id`.
+/// Decodes a tombstone published under `key_id` and validates it
+/// ([`validate::tombstone`]).
 pub fn decode_tombstone(key_id: &str, value: &str) -> Result<Tombstone, ValueError> {
     let bytes = STANDARD_NO_PAD
         .decode(value.as_bytes())
         .map_err(|_| ValueError::Base64)?;
     let t: Tombstone = codec::decode(&bytes)?;
-    if t.id.as_str() != key_id || t.url.id() != t.id {
+    if t.id.as_str() != key_id {
         return Err(ValueError::Inconsistent(
-            "tombstone id does not match its URL or key",
+            "tombstone id does not match its key",
         ));
     }
+    validate::tombstone(&t)?;
     Ok(t)
 }
 
@@ -145,6 +168,16 @@ mod tests {
             decode_registration("0000000000000000", &v),
             Err(ValueError::Inconsistent(_))
         ));
+        let mut bad = r.clone();
+        bad.spec.health.success_threshold = Some(0);
+        let e =
+            decode_registration(r.id.as_str(), &encode_registration(&bad).unwrap()).unwrap_err();
+        assert_eq!(e.reason(), "health_success_threshold", "{e}");
+        let mut forged = r.clone();
+        forged.id = WorkerUrl::parse("http://10.1.1.2:8000").unwrap().id();
+        let e = decode_registration(forged.id.as_str(), &encode_registration(&forged).unwrap())
+            .unwrap_err();
+        assert_eq!(e.reason(), "id", "{e}");
         assert!(matches!(
             decode_registration(r.id.as_str(), "!!!"),
             Err(ValueError::Base64)

@@ -324,7 +324,7 @@ async fn list_filters_by_status_model_and_url() {
     );
     let c = id_of(
         &api.register(&json!({"url": hang.url_with("/c"), "model_id": "m1",
-                              "health": {"timeout": "60s"}}))
+                              "health": {"timeout": "59s"}}))
             .await,
     );
     let all = api.get("/v1/workers").await.expect_status(200);

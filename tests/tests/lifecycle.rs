@@ -21,7 +21,7 @@ async fn lifecycle_step_by_step_with_default_thresholds() {
     let agent = Agent::start(&[]).await;
     let api = agent.api();
     let worker = TestWorker::start(Health::Gated);
-    let spec = json!({"url": worker.url(), "health": {"interval": "20ms", "timeout": "60s"}});
+    let spec = json!({"url": worker.url(), "health": {"interval": "100ms", "timeout": "59s"}});
     let w = api.register(&spec).await;
     let id = id_of(&w);
     assert_eq!(w["status"], "pending");
@@ -249,7 +249,7 @@ async fn hanging_worker_times_out_and_is_never_ready() {
     let agent = Agent::start(&[]).await;
     let api = agent.api();
     let worker = TestWorker::start(Health::Hang);
-    let spec = json!({"url": worker.url(), "health": {"interval": "50ms", "timeout": "150ms"}});
+    let spec = json!({"url": worker.url(), "health": {"interval": "100ms", "timeout": "150ms"}});
     let id = id_of(&api.register(&spec).await);
     let w = wait_worker(api, &id, "two timeouts", |w| {
         w["probe"]["pending_probes"].as_u64() >= Some(2)
@@ -465,11 +465,11 @@ async fn patch_of_the_interval_reschedules_the_next_probe() {
     let w = api
         .patch(
             &format!("/v1/workers/{id}"),
-            &json!({"health": {"interval": "50ms"}}),
+            &json!({"health": {"interval": "100ms"}}),
         )
         .await
         .expect_status(200);
-    assert_eq!(w.body["health"]["interval"], "50ms");
+    assert_eq!(w.body["health"]["interval"], "100ms");
     let w = wait_status(api, &id, "ready").await;
     assert_eq!(w["generation"], 1);
 }

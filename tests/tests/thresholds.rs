@@ -13,7 +13,7 @@ async fn per_worker_thresholds_drive_every_transition() {
     let agent = Agent::start(&["--remove-failed=false"]).await;
     let api = agent.api();
     let worker = TestWorker::start(Health::Gated);
-    let spec = json!({"url": worker.url(), "health": {"interval": "20ms", "timeout": "60s",
+    let spec = json!({"url": worker.url(), "health": {"interval": "100ms", "timeout": "59s",
                       "success_threshold": 3, "failure_threshold": 2}});
     let w = api.register(&spec).await;
     let id = id_of(&w);

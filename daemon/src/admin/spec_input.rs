@@ -1,19 +1,14 @@
-//! WorkerSpec as the API accepts it: JSON with unknown fields refused, validated and
-//! converted into the shared [`WorkerSpec`]. PATCH bodies use the same fields, all
-//! optional; `null` resets a field to its default.
+//! WorkerSpec as the API accepts it: JSON with unknown fields refused, converted into
+//! the shared [`WorkerSpec`] and checked by the cluster's one validator
+//! ([`probemesh_gossip::model::validate`]), the same rules peers' and stored records
+//! pass. PATCH bodies use the same fields, all optional; `null` resets a field to its
+//! default.
 
 use crate::cli::parse_duration;
-use crate::config::{check_interval, check_probe_path, check_threshold, check_timeout};
-use probemesh_gossip::model::{HealthOverrides, WorkerSpec, WorkerType, WorkerUrl};
+use probemesh_gossip::model::validate::{self, Field};
+use probemesh_gossip::model::{HealthOverrides, InvalidField, WorkerSpec, WorkerType, WorkerUrl};
 use serde::{Deserialize, Deserializer};
 use std::collections::BTreeMap;
-
-/// Most labels a worker may carry.
-pub const MAX_LABELS: usize = 64;
-/// Longest label key.
-pub const MAX_LABEL_KEY: usize = 128;
-/// Longest label value or model id.
-pub const MAX_TEXT: usize = 1024;
 
 /// `POST /v1/workers` body.
 #[derive(Debug, Default, Deserialize)]
@@ -100,12 +95,22 @@ fn invalid(field: &str, why: impl std::fmt::Display) -> InvalidSpec {
     }
 }
 
+impl From<InvalidField> for InvalidSpec {
+    fn from(e: InvalidField) -> InvalidSpec {
+        InvalidSpec {
+            code: if e.field() == Field::Url {
+                "INVALID_URL"
+            } else {
+                "INVALID_SPEC"
+            },
+            message: e.to_string(),
+        }
+    }
+}
+
 /// Parses and normalizes a worker URL for the API.
 pub fn parse_url(raw: &str) -> Result<WorkerUrl, InvalidSpec> {
-    WorkerUrl::parse(raw).map_err(|e| InvalidSpec {
-        code: "INVALID_URL",
-        message: format!("url: {e}"),
-    })
+    Ok(validate::url(raw)?)
 }
 
 impl SpecInput {
@@ -123,6 +128,7 @@ impl SpecInput {
             health: self.health.map(Some),
         };
         patch.apply_fields(&mut spec)?;
+        validate::worker_spec(&spec)?;
         Ok(spec)
     }
 }
@@ -140,39 +146,29 @@ impl PatchInput {
         }
         let mut spec = current.clone();
         self.apply_fields(&mut spec)?;
+        validate::worker_spec(&spec)?;
         Ok(spec)
     }
 
+    /// Sets the fields this patch names; the caller validates the result as a whole.
     fn apply_fields(self, spec: &mut WorkerSpec) -> Result<(), InvalidSpec> {
         let defaults = WorkerSpec::new(spec.url.clone());
         if let Some(v) = self.model_id {
-            if let Some(m) = &v {
-                check_text("model_id", m)?;
-            }
             spec.model_id = v;
         }
         if let Some(v) = self.worker_type {
             spec.worker_type = v.unwrap_or_default();
         }
         if let Some(v) = self.labels {
-            let labels = v.unwrap_or_default();
-            check_labels(&labels)?;
-            spec.labels = labels;
+            spec.labels = v.unwrap_or_default();
         }
         if let Some(v) = self.priority {
             spec.priority = v.unwrap_or(defaults.priority);
         }
         if let Some(v) = self.cost {
-            let cost = v.unwrap_or(defaults.cost);
-            if !cost.is_finite() || cost < 0.0 {
-                return Err(invalid("cost", "must be a finite number >= 0"));
-            }
-            spec.cost = cost;
+            spec.cost = v.unwrap_or(defaults.cost);
         }
         if let Some(v) = self.bootstrap_port {
-            if v == Some(0) {
-                return Err(invalid("bootstrap_port", "must be between 1 and 65535"));
-            }
             spec.bootstrap_port = v;
         }
         match self.health {
@@ -186,33 +182,26 @@ impl PatchInput {
 }
 
 impl HealthInput {
+    /// Sets the overrides this object names; durations are parsed here, their bounds
+    /// are the validator's.
     fn apply(self, o: &mut HealthOverrides) -> Result<(), InvalidSpec> {
         if let Some(v) = self.path {
-            if let Some(p) = &v {
-                check_probe_path(p).map_err(|e| invalid("health.path", e))?;
-            }
             o.path = v;
         }
         if let Some(v) = self.interval {
             o.interval_ms = v
-                .map(|s| duration_ms("health.interval", &s, check_interval))
+                .map(|s| duration_ms(Field::HealthInterval, &s))
                 .transpose()?;
         }
         if let Some(v) = self.timeout {
             o.timeout_ms = v
-                .map(|s| duration_ms("health.timeout", &s, check_timeout))
+                .map(|s| duration_ms(Field::HealthTimeout, &s))
                 .transpose()?;
         }
         if let Some(v) = self.success_threshold {
-            if let Some(n) = v {
-                check_threshold(n).map_err(|e| invalid("health.success_threshold", e))?;
-            }
             o.success_threshold = v;
         }
         if let Some(v) = self.failure_threshold {
-            if let Some(n) = v {
-                check_threshold(n).map_err(|e| invalid("health.failure_threshold", e))?;
-            }
             o.failure_threshold = v;
         }
         if let Some(v) = self.disable {
@@ -222,56 +211,17 @@ impl HealthInput {
     }
 }
 
-fn duration_ms(
-    field: &str,
-    raw: &str,
-    check: fn(std::time::Duration) -> Result<(), String>,
-) -> Result<u64, InvalidSpec> {
-    let d = parse_duration(raw).map_err(|e| invalid(field, e))?;
-    check(d).map_err(|e| invalid(field, e))?;
-    if d > std::time::Duration::from_secs(86_400) {
-        return Err(invalid(field, "must be at most 24h"));
-    }
+/// A duration in whole milliseconds; too large a value saturates, and the validator
+/// then refuses it with its limit.
+fn duration_ms(field: Field, raw: &str) -> Result<u64, InvalidSpec> {
+    let d = parse_duration(raw).map_err(|e| invalid(field.as_str(), e))?;
     Ok(u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
-}
-
-fn check_text(field: &str, s: &str) -> Result<(), InvalidSpec> {
-    if s.is_empty() || s.len() > MAX_TEXT {
-        return Err(invalid(field, format!("must be 1 to {MAX_TEXT} bytes")));
-    }
-    if s.chars().any(char::is_control) {
-        return Err(invalid(field, "must not contain control characters"));
-    }
-    Ok(())
-}
-
-fn check_labels(labels: &BTreeMap<String, String>) -> Result<(), InvalidSpec> {
-    if labels.len() > MAX_LABELS {
-        return Err(invalid(
-            "labels",
-            format!("at most {MAX_LABELS} labels are allowed"),
-        ));
-    }
-    for (k, v) in labels {
-        if k.is_empty() || k.len() > MAX_LABEL_KEY || k.chars().any(char::is_control) {
-            return Err(invalid(
-                "labels",
-                format!("key `{k}` must be 1 to {MAX_LABEL_KEY} printable bytes"),
-            ));
-        }
-        if v.len() > MAX_TEXT || v.chars().any(char::is_control) {
-            return Err(invalid(
-                "labels",
-                format!("value of `{k}` must be at most {MAX_TEXT} printable bytes"),
-            ));
-        }
-    }
-    Ok(())
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use probemesh_gossip::model::validate::cases::{BASE_URL, cases};
 
     fn spec(json: &str) -> Result<WorkerSpec, InvalidSpec> {
         serde_json::from_str::<SpecInput>(json).unwrap().into_spec()
@@ -344,6 +294,43 @@ mod tests {
             spec(r#"{"url":"http://u:p@h"}"#).unwrap_err().code,
             "INVALID_URL"
         );
+    }
+
+    /// The cluster's shared boundary cases, as a client sends them: the API accepts
+    /// exactly what peers' and stored records may hold, and names the same field.
+    #[test]
+    fn shared_boundary_cases_hold_for_post_and_patch() {
+        let base = spec(&format!(r#"{{"url":"{BASE_URL}"}}"#)).unwrap();
+        let mut checked = 0;
+        for c in cases() {
+            let Some(body) = &c.api_body else { continue };
+            let post = spec(body);
+            let patch = serde_json::from_str::<PatchInput>(body)
+                .unwrap()
+                .apply(&base);
+            for (how, got) in [("POST", post), ("PATCH", patch)] {
+                match (c.refused, got) {
+                    (None, Ok(_)) => {}
+                    (Some(field), Err(e)) => {
+                        assert!(
+                            e.message.starts_with(&format!("{field}: ")),
+                            "{how} {}: {}",
+                            c.name,
+                            e.message
+                        );
+                        let want = if field == Field::Url {
+                            "INVALID_URL"
+                        } else {
+                            "INVALID_SPEC"
+                        };
+                        assert_eq!(e.code, want, "{how} {}", c.name);
+                    }
+                    (want, got) => panic!("{how} {}: wanted {want:?}, got {got:?}", c.name),
+                }
+            }
+            checked += 1;
+        }
+        assert!(checked > 40, "{checked} cases");
     }
 
     #[test]

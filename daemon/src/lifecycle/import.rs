@@ -32,6 +32,12 @@ pub enum ImportAction {
 
 /// Plans the import. `tombstones` holds the newest tombstone per worker known anywhere
 /// (locally stored or gossiped); `allowed` says whether a worker may be probed here.
+/// Every record here passed the cluster validator when it was decoded.
+///
+/// A registration that names this node as its `owner` but is not in this node's view
+/// at that generation was not registered here (or this node lost its data and no
+/// longer knows it): it is imported as the advertiser's, so this node never takes it
+/// for its own and never advertises it as such (see [`claims_self`]).
 pub fn plan(
     self_id: &str,
     local: &BTreeMap<WorkerId, LocalWorker<'_>>,
@@ -58,10 +64,17 @@ pub fn plan(
         {
             continue;
         }
+        let attributed = || {
+            let mut r = reg.clone();
+            if claims_self(self_id, &r) {
+                r.owner = adv.by.clone();
+            }
+            r
+        };
         match local.get(id) {
-            None => out.push(ImportAction::Insert(reg.clone())),
+            None => out.push(ImportAction::Insert(attributed())),
             Some(l) if l.generation < reg.generation => {
-                out.push(ImportAction::Replace(reg.clone()))
+                out.push(ImportAction::Replace(attributed()))
             }
             Some(l) if l.generation == reg.generation && l.revision < reg.revision => {
                 out.push(ImportAction::UpdateSpec(reg.clone()));
@@ -70,6 +83,13 @@ pub fn plan(
         }
     }
     out
+}
+
+/// Whether a peer's registration names this node as its owner. Only this node's own
+/// store can say that truthfully; gossip cannot, because any member can write any owner
+/// (SPEC S10): such a claim is a forged or stale owner.
+pub fn claims_self(self_id: &str, reg: &Registration) -> bool {
+    reg.owner == self_id
 }
 
 /// Whether this node must advertise registrations that no live member advertises any
@@ -217,6 +237,80 @@ mod tests {
             )
             .is_empty()
         );
+    }
+
+    #[test]
+    fn a_registration_claiming_this_node_as_owner_is_imported_as_the_advertisers() {
+        let forged = reg(1, 1, "me");
+        let actions = run(&BTreeMap::new(), &[adv(&forged, "rogue")], &[]);
+        let ImportAction::Insert(imported) = &actions[0] else {
+            panic!("{actions:?}")
+        };
+        assert_eq!(imported.owner, "rogue");
+        assert!(!claims_self("me", imported));
+        // A newer generation in this node's name, while it holds an older one: the same.
+        let old = reg(1, 1, "me");
+        let mut local = BTreeMap::new();
+        local.insert(
+            old.id.clone(),
+            LocalWorker {
+                generation: 1,
+                revision: 0,
+                spec: &old.spec,
+            },
+        );
+        let newer = reg(1, 2, "me");
+        let actions = run(&local, &[adv(&newer, "rogue")], &[]);
+        assert!(
+            matches!(&actions[..], [ImportAction::Replace(r)] if r.owner == "rogue"),
+            "{actions:?}"
+        );
+        // Owners other than this node are kept as advertised.
+        let theirs = reg(2, 1, "peer");
+        assert_eq!(
+            run(&BTreeMap::new(), &[adv(&theirs, "relay")], &[]),
+            vec![ImportAction::Insert(theirs)]
+        );
+    }
+
+    /// The cluster's shared boundary cases, as a peer publishes them: a refused record
+    /// never gets past decoding (it is dropped there, naming the same field the API
+    /// names), so the import rules never see it; an accepted one is imported.
+    #[test]
+    fn shared_boundary_cases_hold_for_gossiped_records() {
+        use probemesh_gossip::keys::{self, ValueError};
+        use probemesh_gossip::model::validate::cases::{
+            RawRegistration, cases, valid_registration,
+        };
+        for c in cases() {
+            let mut r = valid_registration();
+            (c.apply)(&mut r);
+            let value = match c.raw_url {
+                Some(url) => keys::encode_value(&RawRegistration::new(&r, url)),
+                None => keys::encode_value(&r),
+            }
+            .unwrap();
+            let decoded = keys::decode_registration(r.id.as_str(), &value);
+            match (c.refused, decoded) {
+                (None, Ok(reg)) => {
+                    let advertised: BTreeMap<_, _> = [adv(&reg, "peer")].into_iter().collect();
+                    let actions = plan(
+                        "me",
+                        &BTreeMap::new(),
+                        &advertised,
+                        &BTreeMap::new(),
+                        |_| None,
+                        |_| true,
+                    );
+                    assert_eq!(actions, vec![ImportAction::Insert(reg)], "{}", c.name);
+                }
+                (Some(_), Err(ValueError::Codec(_))) if c.raw_url.is_some() => {}
+                (Some(field), Err(ValueError::Invalid(e))) => {
+                    assert_eq!(e.field(), field, "{}: {e}", c.name);
+                }
+                (want, got) => panic!("{}: wanted {want:?}, got {got:?}", c.name),
+            }
+        }
     }
 
     #[test]

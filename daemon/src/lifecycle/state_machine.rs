@@ -66,7 +66,15 @@ pub fn initial_status(health_disabled: bool) -> Status {
 }
 
 /// Applies one probe outcome. `failed` is terminal: it absorbs every outcome.
+///
+/// A threshold of 0 counts as 1: with 0, a worker whose probe just failed would still
+/// have "0 consecutive successes >= 0" and go ready. Settings are validated long before
+/// this, so that is a last wall, not a rule anyone relies on (SPEC S11).
 pub fn apply(status: Status, counters: Counters, outcome: Outcome, t: Thresholds) -> Step {
+    let t = Thresholds {
+        success: t.success.max(1),
+        failure: t.failure.max(1),
+    };
     let mut c = counters;
     match outcome {
         Outcome::Success => {
@@ -250,6 +258,23 @@ mod tests {
         assert_eq!(
             run(NotReady, &[F, F, F], t),
             vec![NotReady, NotReady, Failed]
+        );
+    }
+
+    #[test]
+    fn zero_thresholds_never_make_a_failing_worker_ready() {
+        let zero = Thresholds {
+            success: 0,
+            failure: 0,
+        };
+        let after = run(Status::Pending, &[Outcome::Failure; 5], zero);
+        assert!(!after.contains(&Status::Ready), "{after:?}");
+        assert_eq!(after.last(), Some(&Status::Pending));
+        let s = apply(Status::Pending, Counters::default(), Outcome::Success, zero);
+        assert_eq!(
+            s.status,
+            Status::Ready,
+            "one real success is needed, and enough"
         );
     }
 

@@ -419,8 +419,10 @@ impl Node {
     }
 
     /// What to probe for `generation` of `id`: the URL and timeout, or `None` when the
-    /// worker is gone, changed generation, is failed or has checks disabled.
-    pub fn probe_target(&self, id: &WorkerId, generation: u64) -> Option<(String, Duration)> {
+    /// worker is gone, changed generation, is failed, has checks disabled or is outside
+    /// the allowlist. The URL is the worker's own scheme, host and port with only the
+    /// path set (SPEC S3, `WorkerUrl::probe_url`).
+    pub fn probe_target(&self, id: &WorkerId, generation: u64) -> Option<(reqwest::Url, Duration)> {
         let view = self.registry.read();
         let e = view.workers.get(id)?;
         if e.reg.generation != generation
@@ -431,7 +433,15 @@ impl Node {
             return None;
         }
         let h = self.health(&e.reg.spec);
-        Some((e.reg.spec.url.with_path(&h.path), h.timeout))
+        match e.reg.spec.url.probe_url(&h.path) {
+            Ok(url) => Some((url, h.timeout)),
+            Err(err) => {
+                // Every path was validated before it got here; if one was not, the
+                // worker is not probed (so never ready) rather than probed elsewhere.
+                tracing::error!(worker = %e.reg.spec.url, id = %id, error = %err, "no probe URL can be built for this worker; it is not probed");
+                None
+            }
+        }
     }
 
     /// Applies a probe result and says what comes next.

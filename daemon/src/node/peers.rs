@@ -185,11 +185,10 @@ impl Node {
         if !allowed {
             return;
         }
-        let origin = if reg.owner == self.settings.node_id {
-            Origin::Local
-        } else {
-            Origin::Peer
-        };
+        // An import is never this node's own registration, whatever its owner field
+        // says (the import rules re-attribute a claim of this node's id): only
+        // `register` makes a `Local` worker, which this node advertises as its own.
+        let origin = Origin::Peer;
         if let Some(old) = self.registry.get(&reg.id) {
             // A newer generation replaces it.
             self.note_removed(&old, "superseded");

@@ -1,6 +1,9 @@
 //! One health check: `GET url + path` with a timeout. A failed probe is a value, not
-//! an error; each kind of failure gets its own result name.
+//! an error; each kind of failure gets its own result name. The URL comes from
+//! `WorkerUrl::probe_url` (the worker's own scheme, host and port), and the allowlist
+//! is checked on the address dialled ([`super::allow`]).
 
+use super::allow::{Allowlist, AllowlistResolver, NotAllowed};
 use std::error::Error as StdError;
 use std::time::{Duration, Instant};
 
@@ -24,6 +27,8 @@ pub enum ProbeResult {
     TlsError,
     /// Anything else (malformed response, body error).
     Error,
+    /// The address it would dial is outside `--allow-worker-cidr`: nothing was sent.
+    NotAllowed,
     /// This node ran out of a local resource before the worker was reached: the node's
     /// fault, never counted against the worker (SPEC S13).
     Local(LocalResource),
@@ -82,6 +87,7 @@ impl ProbeResult {
             ProbeResult::ConnectError => "connect_error",
             ProbeResult::TlsError => "tls_error",
             ProbeResult::Error => "error",
+            ProbeResult::NotAllowed => "not_allowed",
             ProbeResult::Local(_) => "local_error",
         }
     }
@@ -118,19 +124,27 @@ pub struct ProbeReport {
 pub struct Checker {
     plain: reqwest::Client,
     tls: reqwest::Client,
+    allow: Allowlist,
 }
 
 impl Checker {
-    /// A checker that follows no redirects (a 3xx is not healthy) and ignores proxy
-    /// environment variables.
-    pub fn new() -> Result<Checker, reqwest::Error> {
+    /// A checker that follows no redirects (a 3xx is not healthy), ignores proxy
+    /// environment variables and, with a non-empty `allow` (`--allow-worker-cidr`),
+    /// dials only addresses inside it.
+    pub fn new(allow: Vec<ipnet::IpNet>) -> Result<Checker, reqwest::Error> {
         crate::install_crypto_provider();
+        let allow = Allowlist::new(allow);
         let builder = || {
-            reqwest::Client::builder()
+            let b = reqwest::Client::builder()
                 .user_agent(concat!("probemesh/", env!("CARGO_PKG_VERSION")))
                 .redirect(reqwest::redirect::Policy::none())
                 .no_proxy()
-                .tcp_nodelay(true)
+                .tcp_nodelay(true);
+            if allow.is_empty() {
+                b
+            } else {
+                b.dns_resolver(AllowlistResolver::new(allow.clone()))
+            }
         };
         // `Connection: close` makes the worker close first, so the closed connection's
         // TIME_WAIT state stays on the worker, not in this node's port range.
@@ -147,12 +161,18 @@ impl Checker {
             .pool_idle_timeout(Duration::from_secs(90))
             .pool_max_idle_per_host(1)
             .build()?;
-        Ok(Checker { plain, tls })
+        Ok(Checker { plain, tls, allow })
     }
 
     /// Probes `url` once.
-    pub async fn check(&self, url: &str, timeout: Duration) -> ProbeReport {
+    pub async fn check(&self, url: &reqwest::Url, timeout: Duration) -> ProbeReport {
         let start = Instant::now();
+        if !self.allow.permits(url) {
+            return ProbeReport {
+                result: ProbeResult::NotAllowed,
+                latency: start.elapsed(),
+            };
+        }
         let result = match tokio::time::timeout(timeout, self.request(url)).await {
             Ok(r) => r,
             Err(_) => ProbeResult::Timeout,
@@ -163,13 +183,13 @@ impl Checker {
         }
     }
 
-    async fn request(&self, url: &str) -> ProbeResult {
-        let client = if url.starts_with("https:") {
+    async fn request(&self, url: &reqwest::Url) -> ProbeResult {
+        let client = if url.scheme() == "https" {
             &self.tls
         } else {
             &self.plain
         };
-        let mut resp = match client.get(url).send().await {
+        let mut resp = match client.get(url.clone()).send().await {
             Ok(r) => r,
             Err(e) => return classify(&e),
         };
@@ -216,6 +236,13 @@ pub fn local_resource(e: &(dyn StdError + 'static)) -> Option<LocalResource> {
 fn classify(e: &reqwest::Error) -> ProbeResult {
     if let Some(r) = local_resource(e) {
         return ProbeResult::Local(r);
+    }
+    let mut source: Option<&(dyn StdError + 'static)> = Some(e);
+    while let Some(s) = source {
+        if s.downcast_ref::<NotAllowed>().is_some() {
+            return ProbeResult::NotAllowed;
+        }
+        source = s.source();
     }
     if e.is_timeout() {
         return ProbeResult::Timeout;
@@ -267,6 +294,7 @@ mod tests {
             ProbeResult::ConnectError,
             ProbeResult::TlsError,
             ProbeResult::Error,
+            ProbeResult::NotAllowed,
             ProbeResult::Local(LocalResource::Descriptors),
             ProbeResult::Local(LocalResource::Ports),
         ];
@@ -316,10 +344,11 @@ mod tests {
 
     /// A worker that answers 200 to every request and keeps the connection open unless
     /// the request says `Connection: close`; reports each connection's requests.
-    async fn worker() -> (String, tokio::sync::mpsc::UnboundedReceiver<String>) {
+    async fn worker() -> (reqwest::Url, tokio::sync::mpsc::UnboundedReceiver<String>) {
         use tokio::io::{AsyncReadExt, AsyncWriteExt};
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let url = format!("http://{}/health", listener.local_addr().unwrap());
+        let url = reqwest::Url::parse(&format!("http://{}/health", listener.local_addr().unwrap()))
+            .unwrap();
         let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
         tokio::spawn(async move {
             while let Ok((mut conn, _)) = listener.accept().await {
@@ -355,7 +384,7 @@ mod tests {
     #[tokio::test]
     async fn plain_http_probes_open_a_connection_each_and_ask_the_worker_to_close() {
         let (url, mut events) = worker().await;
-        let checker = Checker::new().unwrap();
+        let checker = Checker::new(vec![]).unwrap();
         for _ in 0..2 {
             let report = checker.check(&url, Duration::from_secs(5)).await;
             assert_eq!(report.result, ProbeResult::Ok(200));
@@ -366,5 +395,68 @@ mod tests {
             assert!(request.contains("connection: close"), "{request}");
             assert_eq!(events.recv().await.unwrap(), "closed");
         }
+    }
+}
+
+#[cfg(test)]
+mod allow_tests {
+    use super::*;
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    /// A listener that counts the connections it accepts (and answers 200).
+    async fn counting_listener() -> (u16, Arc<AtomicUsize>) {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let n = Arc::new(AtomicUsize::new(0));
+        let seen = Arc::clone(&n);
+        tokio::spawn(async move {
+            while let Ok((mut c, _)) = listener.accept().await {
+                seen.fetch_add(1, Ordering::SeqCst);
+                tokio::spawn(async move {
+                    let mut head = Vec::new();
+                    let mut buf = [0u8; 1024];
+                    while !head.ends_with(b"\r\n\r\n") {
+                        match c.read(&mut buf).await {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => head.extend_from_slice(&buf[..n]),
+                        }
+                    }
+                    let _ = c
+                        .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n")
+                        .await;
+                });
+            }
+        });
+        (port, n)
+    }
+
+    #[tokio::test]
+    async fn probes_outside_the_allowlist_never_connect() {
+        let (port, connections) = counting_listener().await;
+        let checker = Checker::new(vec!["10.0.0.0/8".parse().unwrap()]).unwrap();
+        for target in [
+            format!("http://127.0.0.1:{port}/pwned"),
+            // A name that resolves outside the list: refused by the resolver.
+            format!("http://localhost:{port}/pwned"),
+        ] {
+            let url = reqwest::Url::parse(&target).unwrap();
+            let r = checker.check(&url, Duration::from_secs(5)).await;
+            assert_eq!(r.result, ProbeResult::NotAllowed, "{target}");
+            assert_eq!(r.result.describe(), "not_allowed");
+        }
+        assert_eq!(connections.load(Ordering::SeqCst), 0);
+        // Inside the list, the same probes go through.
+        let open = Checker::new(vec!["127.0.0.0/8".parse().unwrap()]).unwrap();
+        for target in [
+            format!("http://127.0.0.1:{port}/ok"),
+            format!("http://localhost:{port}/ok"),
+        ] {
+            let url = reqwest::Url::parse(&target).unwrap();
+            let r = open.check(&url, Duration::from_secs(5)).await;
+            assert_eq!(r.result, ProbeResult::Ok(200), "{target}");
+        }
+        assert_eq!(connections.load(Ordering::SeqCst), 2);
     }
 }

@@ -3,8 +3,10 @@
 //! [`Node`](crate::node::Node) and schedules what comes next.
 //!
 //! - [`schedule`]: pure "what is due at now", with jitter;
-//! - [`check`]: one HTTP health check.
+//! - [`check`]: one HTTP health check;
+//! - [`allow`]: the allowlist, checked on the address a probe dials.
 
+pub mod allow;
 pub mod check;
 pub mod schedule;
 

@@ -20,12 +20,17 @@
 //! fails the change that triggered it: it is reported beside the success, its
 //! temporary file is removed, and it is tried again after the log has grown further.
 //! Every file-system call goes through [`Disk`], so tests can make any of them fail.
+//!
+//! Loading validates (SPEC S11, [`loaded`]): a registration or tombstone that fails the
+//! cluster's validator is left out of the loaded state and listed in [`OpenReport`].
 
 mod disk;
 mod frame;
+mod loaded;
 mod state;
 
 pub use disk::{Disk, RealDisk};
+pub use loaded::RejectedRecord;
 pub use state::{DurableState, Mutation};
 
 use frame::{push_frame, read_frames};
@@ -152,10 +157,13 @@ pub struct Store {
 }
 
 /// What `open` found, for the start-up log.
-#[derive(Debug, Default, Clone, Copy)]
+#[derive(Debug, Default, Clone)]
 pub struct OpenReport {
-    /// Records replayed from the log.
+    /// Records replayed from the log (refused ones included).
     pub replayed: usize,
+    /// Registrations and tombstones that failed validation and were left out of the
+    /// loaded state: never probed or shown.
+    pub rejected: Vec<RejectedRecord>,
     /// Bytes of a torn tail that were cut off.
     pub truncated_bytes: u64,
     /// Whether a snapshot left half-written by a crash was removed.
@@ -209,6 +217,7 @@ impl Store {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => DurableState::default(),
             Err(e) => return Err(io("cannot read snapshot", &snap_path)(e)),
         };
+        report.rejected = loaded::drop_invalid(&mut state, SNAPSHOT_FILE);
 
         let wal_path = dir.join(WAL_FILE);
         let bytes = match fs::read(&wal_path) {
@@ -228,7 +237,10 @@ impl Store {
         }
         for payload in &frames.payloads {
             let m: Mutation = decode_checked(&wal_path, payload)?;
-            state.apply(&m);
+            match loaded::check(&m, WAL_FILE) {
+                Ok(()) => state.apply(&m),
+                Err(rejected) => report.rejected.push(rejected),
+            }
             report.replayed += 1;
         }
         let wal = OpenOptions::new()
@@ -430,5 +442,7 @@ fn decode_checked<T: serde::de::DeserializeOwned>(
 
 #[cfg(test)]
 mod fault_tests;
+#[cfg(test)]
+mod load_tests;
 #[cfg(test)]
 mod tests;

@@ -8,7 +8,7 @@ use chitchat::transport::ChannelTransport;
 use probemesh::config::ProbeDefaults;
 use probemesh::metrics::Metrics;
 use probemesh::node::{Node, NodeSettings};
-use probemesh::probe::check::{ProbeReport, ProbeResult};
+use probemesh::probe::check::{Checker, ProbeReport, ProbeResult};
 use probemesh::store::Store;
 use probemesh_gossip::model::{Status, WorkerId, WorkerSpec, WorkerUrl};
 use probemesh_gossip::node::{GossipConfig, GossipHandle, spawn_gossip};
@@ -45,6 +45,9 @@ pub struct SimOptions {
     pub grace: Option<Duration>,
     /// Seed index (default node 0).
     pub seed: Option<usize>,
+    /// Run the real probe engine (HTTP probes, with the allowlist) instead of letting
+    /// the test script probe outcomes.
+    pub real_probes: bool,
 }
 
 /// A simulated cluster.
@@ -79,14 +82,12 @@ impl Sim {
         let dir = tempfile::tempdir().unwrap();
         let (store, _) = Store::open(dir.path()).unwrap();
         let (probe_tx, mut probe_rx) = tokio::sync::mpsc::unbounded_channel();
-        // Probes are scripted: drain the engine's commands.
-        tokio::spawn(async move { while probe_rx.recv().await.is_some() {} });
         let settings = NodeSettings {
             node_id: name.clone(),
             probe: ProbeDefaults::default(),
             remove_failed: true,
             tombstone_ttl: Duration::from_secs(3600),
-            allow: opts.allow,
+            allow: opts.allow.clone(),
         };
         let node = Arc::new(Node::new(
             settings,
@@ -94,6 +95,20 @@ impl Sim {
             Arc::new(Metrics::new()),
             probe_tx,
         ));
+        let stop = CancellationToken::new();
+        if opts.real_probes {
+            let checker = Checker::new(opts.allow).unwrap();
+            tokio::spawn(probemesh::probe::run(
+                Arc::clone(&node),
+                probe_rx,
+                checker,
+                16,
+                stop.clone(),
+            ));
+        } else {
+            // Probes are scripted: drain the engine's commands.
+            tokio::spawn(async move { while probe_rx.recv().await.is_some() {} });
+        }
         let config = GossipConfig {
             node_id: name.clone(),
             generation: 1,
@@ -110,7 +125,6 @@ impl Sim {
             version: "sim".into(),
         };
         let gossip = Arc::new(spawn_gossip(config, &self.transport).await.unwrap());
-        let stop = CancellationToken::new();
         tokio::spawn(probemesh::cluster_sync::run(
             Arc::clone(&node),
             Arc::clone(&gossip),
@@ -143,6 +157,24 @@ impl Sim {
         n.stop.cancel();
         n.dead = true;
         n.gossip.abort();
+    }
+
+    /// Starts a bare gossip member named `name` at address index `i`, seeded with node
+    /// 0: no `Node` behind it, so the test publishes whatever keys it likes under its
+    /// name, as a member holding a valid certificate could.
+    pub async fn rogue(&self, name: &str, i: usize) -> Arc<GossipHandle> {
+        let config = GossipConfig {
+            node_id: name.into(),
+            generation: 1,
+            cluster_id: "sim".into(),
+            listen: addr(i),
+            advertise: addr(i),
+            seeds: vec![addr(0).to_string()],
+            interval: INTERVAL,
+            dead_node_grace_period: Duration::from_secs(3600),
+            version: "rogue".into(),
+        };
+        Arc::new(spawn_gossip(config, &self.transport).await.unwrap())
     }
 
     /// Cuts the link between nodes `a` and `b` in both directions.
@@ -220,4 +252,71 @@ impl SimNode {
 /// A spec for `url`.
 pub fn spec(url: &str) -> WorkerSpec {
     WorkerSpec::new(WorkerUrl::parse(url).unwrap())
+}
+
+/// A plain HTTP server on `ip` that answers every request with `status`; counts the
+/// connections it accepted and the requests it answered, per path.
+pub struct TestHttp {
+    /// Where it listens.
+    pub addr: SocketAddr,
+    /// Connections accepted.
+    pub connections: Arc<std::sync::atomic::AtomicUsize>,
+    /// Request paths answered, in order.
+    pub paths: Arc<std::sync::Mutex<Vec<String>>>,
+}
+
+impl TestHttp {
+    /// Starts the server on a free port of `ip`.
+    pub async fn start(ip: &str, status: u16) -> TestHttp {
+        use std::sync::atomic::Ordering;
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind((ip, 0)).await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let connections = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let paths = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let (c, p) = (Arc::clone(&connections), Arc::clone(&paths));
+        tokio::spawn(async move {
+            while let Ok((mut conn, _)) = listener.accept().await {
+                c.fetch_add(1, Ordering::SeqCst);
+                let p = Arc::clone(&p);
+                tokio::spawn(async move {
+                    let mut head = Vec::new();
+                    let mut buf = [0u8; 2048];
+                    while !head.ends_with(b"\r\n\r\n") {
+                        match conn.read(&mut buf).await {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => head.extend_from_slice(&buf[..n]),
+                        }
+                    }
+                    let text = String::from_utf8_lossy(&head);
+                    let path = text.split(' ').nth(1).unwrap_or("").to_string();
+                    p.lock().unwrap().push(path);
+                    let reply = format!(
+                        "HTTP/1.1 {status} X\r\ncontent-length: 0\r\nconnection: close\r\n\r\n"
+                    );
+                    let _ = conn.write_all(reply.as_bytes()).await;
+                });
+            }
+        });
+        TestHttp {
+            addr,
+            connections,
+            paths,
+        }
+    }
+
+    /// Connections accepted so far.
+    pub fn connections(&self) -> usize {
+        self.connections.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    /// Requests answered so far whose path starts with `prefix`.
+    pub fn requests_under(&self, prefix: &str) -> usize {
+        self.paths
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|p| p.starts_with(prefix))
+            .count()
+    }
 }

@@ -1,11 +1,14 @@
-//! Records shared by every node: worker identity, specs, registrations, tombstones.
+//! Records shared by every node: worker identity, specs, registrations, tombstones, and
+//! the one validator every record passes (`validate`).
 
 mod record;
 mod spec;
 mod status;
+pub mod validate;
 mod worker_url;
 
 pub use record::{EvictionReason, Registration, Tombstone};
 pub use spec::{HealthOverrides, WorkerSpec, WorkerType};
 pub use status::Status;
-pub use worker_url::{UrlError, WorkerId, WorkerUrl};
+pub use validate::{Field, InvalidField};
+pub use worker_url::{ProbeUrlError, UrlError, WorkerId, WorkerUrl};

@@ -56,6 +56,17 @@ pub enum UrlError {
     },
 }
 
+/// Why no probe URL could be built from a worker URL and a path.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ProbeUrlError {
+    /// The path is not a plain absolute path.
+    #[error(transparent)]
+    Path(super::InvalidField),
+    /// Setting the path changed more than the path (never seen; refused, not probed).
+    #[error("setting the probe path changed the worker's scheme, host or port")]
+    Changed,
+}
+
 /// A worker's normalized base URL: scheme and host lower-cased, port explicit, no
 /// trailing slash, no user information, query or fragment.
 ///
@@ -115,9 +126,29 @@ impl WorkerUrl {
         }
     }
 
-    /// The URL a probe with `path` requests: the base URL followed by the path.
-    pub fn with_path(&self, path: &str) -> String {
-        format!("{}{}", self.0, path)
+    /// The URL a probe with `path` requests (SPEC S3): a copy of this URL in which only
+    /// the path is set, to the base path followed by `path`. `path` must pass
+    /// [`crate::model::validate::health_path`], and the result is checked to have this
+    /// URL's own scheme, host and port and nothing else, so no path can send a probe
+    /// to another address or carry credentials.
+    pub fn probe_url(&self, path: &str) -> Result<url::Url, ProbeUrlError> {
+        super::validate::health_path(path).map_err(ProbeUrlError::Path)?;
+        // The inner string came out of `parse`, so it parses again.
+        let base = url::Url::parse(&self.0).map_err(|_| ProbeUrlError::Changed)?;
+        let mut target = base.clone();
+        let joined = format!("{}{}", base.path().trim_end_matches('/'), path);
+        target.set_path(&joined);
+        let same_address = target.scheme() == base.scheme()
+            && target.host() == base.host()
+            && target.port_or_known_default() == base.port_or_known_default()
+            && target.username().is_empty()
+            && target.password().is_none()
+            && target.query().is_none()
+            && target.fragment().is_none();
+        if !same_address {
+            return Err(ProbeUrlError::Changed);
+        }
+        Ok(target)
     }
 
     /// The id derived from this URL.
@@ -306,6 +337,52 @@ mod tests {
             WorkerUrl::parse("http://[fe80::1]:9/").unwrap().host(),
             "[fe80::1]"
         );
+    }
+
+    #[test]
+    fn probe_urls_keep_the_workers_own_scheme_host_and_port() {
+        let cases = [
+            (
+                "http://10.0.0.5:8000",
+                "/health",
+                "http://10.0.0.5:8000/health",
+            ),
+            ("http://h", "/health", "http://h/health"),
+            (
+                "https://h:8443/base/",
+                "/v1/models",
+                "https://h:8443/base/v1/models",
+            ),
+            ("http://[::1]:9", "/a%20b/c", "http://[::1]:9/a%20b/c"),
+        ];
+        for (base, path, want) in cases {
+            let u = WorkerUrl::parse(base).unwrap().probe_url(path).unwrap();
+            assert_eq!(u.as_str(), want, "{base} + {path}");
+        }
+        let w = WorkerUrl::parse("http://10.255.255.1:9").unwrap();
+        for smuggled in [
+            "@127.0.0.1:47860/pwned",
+            "/@127.0.0.1:47860/pwned",
+            "//127.0.0.1:47860/pwned",
+            "http://127.0.0.1:47860/pwned",
+            "/x?redirect=http://127.0.0.1:47860",
+            "/..",
+            "/%2e%2e/x",
+        ] {
+            assert!(
+                matches!(w.probe_url(smuggled), Err(ProbeUrlError::Path(_))),
+                "{smuggled}"
+            );
+        }
+        // Whatever the path, the host stays the worker's own (a string concatenation
+        // would have sent "@127.0.0.1:47860/pwned" to 127.0.0.1).
+        for p in ["/a", "/a@b", "/%40127.0.0.1:47860"] {
+            if let Ok(u) = w.probe_url(p) {
+                assert_eq!(u.host_str(), Some("10.255.255.1"), "{p}");
+                assert_eq!(u.port_or_known_default(), Some(9), "{p}");
+                assert!(u.username().is_empty() && u.password().is_none(), "{p}");
+            }
+        }
     }
 
     #[test]
