@@ -3,6 +3,10 @@
 //! Counters are updated where things happen; the per-status worker gauge is computed
 //! from the local view at scrape time, so it can never drift from the view.
 
+mod admin;
+
+pub use admin::AdminMetrics;
+
 use crate::registry::View;
 use probemesh_gossip::model::Status;
 use probemesh_gossip::transport::{MessageKind, TransportMetrics};
@@ -82,6 +86,7 @@ pub struct Metrics {
     smg_up: Gauge,
     gossip_malformed_values: Gauge,
     transport: Arc<OnceLock<Arc<TransportMetrics>>>,
+    admin: AdminMetrics,
 }
 
 /// Exports the gossip transport's own counters at scrape time.
@@ -214,8 +219,10 @@ impl Metrics {
             smg_up: Gauge::default(),
             gossip_malformed_values: Gauge::default(),
             transport: Arc::new(OnceLock::new()),
+            admin: AdminMetrics::default(),
             registry: Registry::default(),
         };
+        m.admin.register(&mut registry);
         registry.register(
             "members",
             "Cluster members by state, as this node sees them",
@@ -302,6 +309,11 @@ impl Metrics {
             .set(1);
         registry.register("build_info", "Build of the running agent", build);
         Metrics { registry, ..m }
+    }
+
+    /// The admin server's metrics (`probemesh_admin_*`).
+    pub fn admin(&self) -> &AdminMetrics {
+        &self.admin
     }
 
     /// Counts one status change.
