@@ -5,7 +5,8 @@
 //! - [`agent`]: [`Agent`], one agent process on its own data directory and port;
 //! - [`http`]: [`Api`], the admin API client, plus raw HTTP and metrics helpers;
 //! - [`worker`]: [`TestWorker`], a worker whose health the test controls;
-//! - [`wait`]: deadlines scaled by `PROBEMESH_TEST_PATIENCE`, polling, free ports.
+//! - [`wait`]: deadlines scaled by `PROBEMESH_TEST_PATIENCE`, polling, free ports;
+//! - [`limits`]: `prlimit` around the agent, own fd limit, a keep-alive raw client.
 //!
 //! The tests live in `tests/*.rs`, one file per area.
 
@@ -15,6 +16,7 @@ pub mod agent;
 pub mod binary;
 pub mod cluster;
 pub mod http;
+pub mod limits;
 pub mod netns;
 pub mod ns_cluster;
 pub mod smg;
