@@ -390,11 +390,6 @@ async fn a_flood_of_idle_connections_under_a_small_fd_limit_evicts_nothing() {
     let id = id_of(&agent.api().register(&json!({"url": worker.url()})).await);
     wait_status(agent.api(), &id, "ready").await;
     let before = agent.api().metrics().await;
-    assert_eq!(
-        metric(&before, "probemesh_admin_max_connections"),
-        Some(128.0),
-        "cap below 256 fds"
-    );
     let ok_before = metric_or_zero(&before, "probemesh_probes_total{result=\"ok\"}");
 
     // One connection opened before the flood, to watch the worker through it.
@@ -464,6 +459,11 @@ async fn a_flood_of_idle_connections_under_a_small_fd_limit_evicts_nothing() {
     assert!(
         metric_or_zero(&text, "probemesh_probes_total{result=\"ok\"}") > ok_before,
         "probes went on"
+    );
+    assert_eq!(
+        metric(&text, "probemesh_admin_max_connections"),
+        Some(128.0),
+        "cap below 256 fds"
     );
     for s in text
         .lines()

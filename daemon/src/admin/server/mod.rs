@@ -25,9 +25,11 @@ use crate::metrics::AdminMetrics;
 use axum::Router;
 use conn::ConnContext;
 use rejection::Rejection;
+use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::net::TcpListener;
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
@@ -76,10 +78,30 @@ impl ServerConfig {
     }
 }
 
+/// Where connections come from: the admin `TcpListener`, or a fake in tests (to inject
+/// accept errors).
+pub trait Acceptor: Send + 'static {
+    /// One accepted connection.
+    type Io: AsyncRead + AsyncWrite + Unpin + Send + 'static;
+    /// The next connection, or the error `accept(2)` gave. Must be cancel-safe.
+    fn accept(&mut self) -> impl Future<Output = std::io::Result<Self::Io>> + Send;
+}
+
+impl Acceptor for TcpListener {
+    type Io = TcpStream;
+
+    async fn accept(&mut self) -> std::io::Result<TcpStream> {
+        let (stream, _peer) = TcpListener::accept(self).await?;
+        // Small answers and event-stream lines should not wait for Nagle.
+        let _ = stream.set_nodelay(true);
+        Ok(stream)
+    }
+}
+
 /// Serves `router` on `listener` until `shutdown` is cancelled, then drains (at most
 /// `config.shutdown_grace`). Never fails: accept errors are survived.
-pub async fn serve(
-    listener: TcpListener,
+pub async fn serve<L: Acceptor>(
+    mut listener: L,
     router: Router,
     config: ServerConfig,
     metrics: AdminMetrics,
@@ -104,7 +126,7 @@ pub async fn serve(
             r = listener.accept() => r,
         };
         let stream = match accepted {
-            Ok((stream, _peer)) => {
+            Ok(stream) => {
                 errors.reset();
                 stream
             }
@@ -117,8 +139,6 @@ pub async fn serve(
                 }
             }
         };
-        // Small answers and event-stream lines should not wait for Nagle.
-        let _ = stream.set_nodelay(true);
         match Arc::clone(&slots).try_acquire_owned() {
             Ok(slot) => {
                 let cx = cx.clone();

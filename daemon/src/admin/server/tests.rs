@@ -389,6 +389,62 @@ async fn shutdown_lets_requests_in_flight_finish_and_stops_accepting() {
     );
 }
 
+/// A listener whose first `errors` accepts fail with EMFILE, as when the process is
+/// out of descriptors; then the real one.
+struct Exhausted {
+    errors: u32,
+    attempts: Arc<std::sync::atomic::AtomicU32>,
+    real: TcpListener,
+}
+
+impl Acceptor for Exhausted {
+    type Io = TcpStream;
+
+    async fn accept(&mut self) -> std::io::Result<TcpStream> {
+        self.attempts
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        if self.errors > 0 {
+            self.errors -= 1;
+            return Err(std::io::Error::from_raw_os_error(libc::EMFILE));
+        }
+        Ok(self.real.accept().await?.0)
+    }
+}
+
+#[tokio::test]
+async fn accept_errors_back_off_are_counted_and_never_end_the_server() {
+    let real = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = real.local_addr().unwrap();
+    let attempts = Arc::new(std::sync::atomic::AtomicU32::new(0));
+    let listener = Exhausted {
+        errors: 10,
+        attempts: Arc::clone(&attempts),
+        real,
+    };
+    let metrics = AdminMetrics::default();
+    let shutdown = CancellationToken::new();
+    let started = Instant::now();
+    let task = tokio::spawn(serve(
+        listener,
+        router(),
+        ServerConfig::new(8, 2),
+        metrics.clone(),
+        shutdown.clone(),
+    ));
+    // The connection waits in the backlog while accept fails, then is served.
+    let text = exchange(addr, b"GET /ok HTTP/1.1\r\nConnection: close\r\n\r\n").await;
+    assert!(text.starts_with("HTTP/1.1 200"), "{text}");
+    let took = started.elapsed();
+    assert_eq!(metrics.connections_refused("accept_error"), 10);
+    // 10 failed, 1 served, 1 waiting for the next connection: no spinning.
+    assert_eq!(attempts.load(std::sync::atomic::Ordering::SeqCst), 12);
+    // 10 + 20 + 40 + 80 + 6 x 100 ms of back-off: the loop paused, not spun.
+    assert!(took >= Duration::from_millis(700), "served after {took:?}");
+    assert!(!task.is_finished());
+    shutdown.cancel();
+    task.await.unwrap();
+}
+
 #[test]
 fn accept_backoff_is_short_and_bounded() {
     let pauses: Vec<u64> = (1..=7).map(|n| backoff(n).as_millis() as u64).collect();
