@@ -56,6 +56,11 @@ impl App {
                 "cut a torn record off the end of the log (a crash during a write that was never acknowledged)"
             );
         }
+        if report.removed_temp_snapshot {
+            tracing::warn!(
+                "removed an unfinished snapshot (state.bin.tmp) left by a crash during compaction; the log still had everything"
+            );
+        }
         let metrics = Arc::new(Metrics::new());
         let (probe_tx, probe_rx) = tokio::sync::mpsc::unbounded_channel();
         let settings = NodeSettings {
@@ -257,12 +262,18 @@ fn load_tls(config: &AgentConfig) -> anyhow::Result<TlsMaterial> {
         TlsSource::Files { ca, cert, key } => Ok(TlsMaterial::load(ca, cert, key)?),
         TlsSource::Auto => {
             let dir = config.data_dir.join("tls");
-            let (m, created) = tls::ensure_auto_material(&dir, &config.node_id)
+            let (m, outcome) = tls::ensure_auto_material(&dir, &config.node_id)
                 .with_context(|| format!("creating TLS material under {}", dir.display()))?;
-            if created {
-                tracing::info!(dir = %dir.display(), "created a private cluster CA and node certificate; other nodes can join only with certificates from this CA (probemesh tls cert create --ca {})", dir.display());
-            } else {
-                tracing::info!(dir = %dir.display(), "using the private cluster CA from an earlier start");
+            match outcome {
+                tls::AutoTls::Created => {
+                    tracing::info!(dir = %dir.display(), "created a private cluster CA and node certificate; other nodes can join only with certificates from this CA (probemesh tls cert create --ca {})", dir.display())
+                }
+                tls::AutoTls::Completed => {
+                    tracing::warn!(dir = %dir.display(), "completed TLS material that a crash during an earlier first start left half-made (a key without its certificate)")
+                }
+                tls::AutoTls::Reused => {
+                    tracing::info!(dir = %dir.display(), "using the private cluster CA from an earlier start")
+                }
             }
             Ok(m)
         }

@@ -16,6 +16,7 @@ pub mod events;
 pub mod gateway;
 pub mod health_settings;
 pub mod lifecycle;
+pub mod local_faults;
 pub mod logging;
 pub mod metrics;
 pub mod node;

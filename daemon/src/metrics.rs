@@ -49,6 +49,11 @@ struct ReasonLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct KindLabels {
+    kind: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct SmgLabels {
     op: &'static str,
     result: &'static str,
@@ -81,6 +86,10 @@ pub struct Metrics {
     store_commits: Counter,
     store_errors: Counter,
     store_commit_duration: Histogram,
+    store_write_failures: Family<KindLabels, Counter>,
+    store_compactions: Counter,
+    store_compaction_failures: Counter,
+    probe_local_errors: Family<KindLabels, Counter>,
     members: Family<MemberLabels, Gauge>,
     smg_ops: Family<SmgLabels, Counter>,
     smg_up: Gauge,
@@ -214,6 +223,10 @@ impl Metrics {
             store_commit_duration: Histogram::new([
                 0.0001, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.5,
             ]),
+            store_write_failures: Family::default(),
+            store_compactions: Counter::default(),
+            store_compaction_failures: Counter::default(),
+            probe_local_errors: Family::default(),
             members: Family::default(),
             smg_ops: Family::default(),
             smg_up: Gauge::default(),
@@ -299,6 +312,26 @@ impl Metrics {
             "store_commit_duration_seconds",
             "Time to append and fsync one mutation",
             m.store_commit_duration.clone(),
+        );
+        registry.register(
+            "store_write_failures",
+            "Mutations refused because the data directory could not take them, by kind: full (no space or quota), io (another write error), stopped (the store stopped taking writes after an undo failed)",
+            m.store_write_failures.clone(),
+        );
+        registry.register(
+            "store_compactions",
+            "Compactions of the log into a snapshot that succeeded",
+            m.store_compactions.clone(),
+        );
+        registry.register(
+            "store_compaction_failures",
+            "Compactions that failed (the change that triggered them was kept; retried later)",
+            m.store_compaction_failures.clone(),
+        );
+        registry.register(
+            "probe_local_errors",
+            "Probes that failed for lack of a local resource (descriptors, buffers, ports, memory): the node's fault, not the worker's; no worker status changed",
+            m.probe_local_errors.clone(),
         );
         let build: Family<BuildLabels, Gauge> = Family::default();
         build
@@ -400,6 +433,29 @@ impl Metrics {
             self.store_errors.inc();
         }
         self.store_commit_duration.observe(took.as_secs_f64());
+    }
+
+    /// Counts a mutation the store refused (`kind` from [`crate::store::StoreError::kind`]).
+    pub fn store_write_failed(&self, kind: &'static str) {
+        self.store_write_failures
+            .get_or_create(&KindLabels { kind })
+            .inc();
+    }
+
+    /// Counts one compaction attempt.
+    pub fn store_compaction(&self, ok: bool) {
+        if ok {
+            self.store_compactions.inc();
+        } else {
+            self.store_compaction_failures.inc();
+        }
+    }
+
+    /// Counts a probe that failed for lack of a local resource.
+    pub fn probe_local_error(&self, kind: &'static str) {
+        self.probe_local_errors
+            .get_or_create(&KindLabels { kind })
+            .inc();
     }
 
     /// Renders every metric, refreshing the view-derived gauges from `view` first.

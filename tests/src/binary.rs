@@ -56,8 +56,32 @@ fn profile_args() -> Vec<&'static str> {
     }
 }
 
+/// Whether `key` is one of the variables cargo sets for the test process about the test
+/// crate itself. They must not reach the nested `cargo build`: build scripts that watch
+/// them (ring's watches `CARGO_MANIFEST_DIR`) would see them change between a build from
+/// a shell and one from the suite, and every such switch would rebuild ring and all
+/// that depends on it.
+fn is_test_crate_var(key: &str) -> bool {
+    matches!(
+        key,
+        "CARGO_MANIFEST_DIR"
+            | "CARGO_MANIFEST_PATH"
+            | "CARGO_CRATE_NAME"
+            | "CARGO_PRIMARY_PACKAGE"
+            | "CARGO_TARGET_TMPDIR"
+            | "CARGO_BIN_NAME"
+    ) || key.starts_with("CARGO_PKG_")
+        || key.starts_with("CARGO_BIN_EXE_")
+}
+
 fn build() -> Result<PathBuf, String> {
-    let out = Command::new(cargo())
+    let mut cmd = Command::new(cargo());
+    for (k, _) in std::env::vars_os() {
+        if is_test_crate_var(&k.to_string_lossy()) {
+            cmd.env_remove(k);
+        }
+    }
+    let out = cmd
         .current_dir(workspace_root())
         .args([
             "build",

@@ -6,6 +6,9 @@
 //! - [`http`]: [`Api`], the admin API client, plus raw HTTP and metrics helpers;
 //! - [`worker`]: [`TestWorker`], a worker whose health the test controls;
 //! - [`wait`]: deadlines scaled by `PROBEMESH_TEST_PATIENCE`, polling, free ports;
+//! - [`require`]: root, tools and mounts a test needs; skips with a printed reason, or
+//!   fails under `PROBEMESH_REQUIRE_ROOT_TESTS=1` (CI);
+//! - [`tmpfs`]: a small tmpfs mount for disk-full tests (root only);
 //! - [`limits`]: `prlimit` around the agent, own fd limit, a keep-alive raw client.
 //!
 //! The tests live in `tests/*.rs`, one file per area.
@@ -19,7 +22,9 @@ pub mod http;
 pub mod limits;
 pub mod netns;
 pub mod ns_cluster;
+pub mod require;
 pub mod smg;
+pub mod tmpfs;
 pub mod wait;
 pub mod worker;
 

@@ -1,48 +1,13 @@
 //! Resource limits and raw connections for the admin-limits tests: running the agent
-//! under `prlimit`, raising this test process's own open-file limit, skipping (or
-//! failing, under [`REQUIRE_ENV`]) when a tool is missing, and a minimal keep-alive
-//! HTTP/1.1 client that keeps its one connection.
+//! under a wrapper such as `prlimit` (check it with [`crate::require::tool`]), raising
+//! this test process's own open-file limit, and a minimal keep-alive HTTP/1.1 client
+//! that keeps its one connection.
 
 use serde_json::Value;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
-
-/// When `1`, a test that would skip for lack of root or a tool fails instead (CI).
-pub const REQUIRE_ENV: &str = "PROBEMESH_REQUIRE_ROOT_TESTS";
-
-/// Whether skipping is forbidden ([`REQUIRE_ENV`] is `1`).
-pub fn skipping_forbidden() -> bool {
-    std::env::var(REQUIRE_ENV).is_ok_and(|v| v.trim() == "1")
-}
-
-/// `true` (after printing why) when the test should skip because `missing` says what
-/// is missing; panics instead when [`skipping_forbidden`].
-pub fn skip_because(missing: Option<String>) -> bool {
-    let Some(why) = missing else {
-        return false;
-    };
-    if skipping_forbidden() {
-        panic!("{why}, and {REQUIRE_ENV}=1 forbids skipping");
-    }
-    eprintln!("SKIPPED: {why}");
-    true
-}
-
-/// `None` when util-linux `prlimit` runs here, else why not.
-pub fn prlimit_missing() -> Option<String> {
-    match Command::new("prlimit")
-        .arg("--version")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-    {
-        Ok(s) if s.success() => None,
-        Ok(s) => Some(format!("`prlimit --version` failed ({s})")),
-        Err(e) => Some(format!("util-linux `prlimit` is not available ({e})")),
-    }
-}
 
 /// Raises this process's soft open-file limit to its hard limit; returns the soft
 /// limit now in force.

@@ -7,16 +7,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
 
 /// Whether the tests run as root (needed for `ip netns`).
-pub fn is_root() -> bool {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("Uid:"))
-                .and_then(|l| l.split_whitespace().nth(1).map(|u| u == "0"))
-        })
-        .unwrap_or(false)
-}
+pub use crate::require::is_root;
 
 /// Runs `ip` with `args`, panicking with its stderr on failure.
 pub fn ip(args: &[&str]) {
@@ -65,12 +56,16 @@ impl Lab {
         format!("{}{short}", self.prefix)
     }
 
-    /// Creates namespace `short` with loopback up.
+    /// Creates namespace `short` with loopback up and IPv4 forwarding off. A new
+    /// namespace copies `net.ipv4.ip_forward` from the root namespace (with the default
+    /// `net.core.devconf_inherit_init_net=0`), which is on wherever docker runs; the
+    /// scenarios rely on hosts that drop what they are not the destination of.
     pub fn add_ns(&mut self, short: &str) -> String {
         let name = self.ns(short);
         ip(&["netns", "add", &name]);
         self.namespaces.push(name.clone());
         ip(&["-n", &name, "link", "set", "lo", "up"]);
+        self.exec(short, &["sysctl", "-qw", "net.ipv4.ip_forward=0"]);
         name
     }
 

@@ -4,9 +4,7 @@
 //! Bearer scheme in any case, and a healthy worker that stays ready while a local
 //! client floods an agent whose open-file limit is small.
 
-use probemesh_tests::limits::{
-    KeepAliveConn, closed_within, prlimit_missing, raise_own_nofile_limit, skip_because,
-};
+use probemesh_tests::limits::{KeepAliveConn, closed_within, raise_own_nofile_limit};
 use probemesh_tests::*;
 use serde_json::{Value, json};
 use std::time::{Duration, Instant};
@@ -376,7 +374,7 @@ async fn the_bearer_scheme_is_matched_in_any_case() {
 /// descriptors and the worker stays ready.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_flood_of_idle_connections_under_a_small_fd_limit_evicts_nothing() {
-    if skip_because(prlimit_missing()) {
+    if !probemesh_tests::require::tool("prlimit", "run the agent under a small open-file limit") {
         return;
     }
     let own = raise_own_nofile_limit();

@@ -1,21 +1,18 @@
-//! Faults on network-namespace hosts (root only; skipped with a reason otherwise):
+//! Faults on network-namespace hosts (root only; skipped with a reason otherwise, and
+//! failed instead under `PROBEMESH_REQUIRE_ROOT_TESTS=1`, see `require`):
 //! partial reachability, partition and heal, loss and latency, self-isolation. Each
 //! scenario asserts its invariant and prints its figures (docs/reliability.md).
 
-use probemesh_tests::netns::is_root;
 use probemesh_tests::ns_cluster::NsCluster;
-use probemesh_tests::{eventually, id_of};
+use probemesh_tests::{eventually, id_of, require};
 use serde_json::json;
 use std::time::{Duration, Instant};
 
 const FAST: [&str; 4] = ["--probe-interval", "200ms", "--probe-timeout", "300ms"];
 
+/// Whether this machine cannot run the scenarios (printed, or a failure in CI).
 fn skip() -> bool {
-    if !is_root() {
-        eprintln!("SKIPPED: needs root to create network namespaces");
-        return true;
-    }
-    false
+    !require::netns()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -188,7 +185,7 @@ async fn registrations_reach_ready_everywhere_under_loss_and_latency() {
                 "10% random drop on every host (iptables); no latency: this kernel has no sch_netem"
             }
             Err(why) => {
-                eprintln!("SKIPPED: no netem and no iptables: {why}");
+                require::skip_or_fail(&format!("no netem and no iptables: {why}"));
                 return;
             }
         }

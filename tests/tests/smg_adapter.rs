@@ -3,7 +3,7 @@
 //! agent did not add are left alone; drift is repaired.
 
 use probemesh_tests::smg::{LlmWorker, Smg, smg_bin};
-use probemesh_tests::{Agent, eventually, free_port, id_of, wait_status};
+use probemesh_tests::{Agent, eventually, free_port, id_of, require, wait_status};
 use serde_json::{Value, json};
 use std::time::Duration;
 
@@ -49,11 +49,8 @@ async fn wait_smg(smg: &Smg, what: &str, pred: impl Fn(&[(String, bool)]) -> boo
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_gateway_follows_the_ready_set_and_keeps_foreign_workers() {
-    if let Err(why) = smg_bin() {
-        eprintln!(
-            "SKIPPED: smg {} is not available here: {why}",
-            probemesh_tests::smg::SMG_VERSION
-        );
+    let need = format!("smg {}", probemesh_tests::smg::SMG_VERSION);
+    if require::ok(smg_bin(), &need).is_none() {
         return;
     }
     let dir = tempfile::tempdir().unwrap();

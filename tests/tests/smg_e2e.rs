@@ -8,9 +8,9 @@
 //! - The comparison (ignored by default, slow): smg's own mesh instead of sidecars.
 //!   Run it with `cargo test -p probemesh-tests --test smg_e2e -- --ignored --nocapture`.
 
-use probemesh_tests::netns::{Lab, is_root};
+use probemesh_tests::netns::Lab;
 use probemesh_tests::smg::{SMG_VERSION, smg_bin};
-use probemesh_tests::{Api, ClusterCa, eventually, probemesh_bin};
+use probemesh_tests::{Api, ClusterCa, eventually, probemesh_bin, require};
 use serde_json::{Value, json};
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -152,19 +152,15 @@ async fn chat_burst(ip: &str) -> Burst {
     }
 }
 
-fn skip_reason() -> Option<String> {
-    if !is_root() {
-        return Some("needs root to create network namespaces".into());
-    }
-    smg_bin()
-        .err()
-        .map(|e| format!("smg {SMG_VERSION} is not available: {e}"))
+/// Whether this machine can run the scenario: root, `ip`, and smg (installed on first
+/// use). Otherwise prints why (or fails, in CI).
+fn can_run() -> bool {
+    require::netns() && require::ok(smg_bin(), &format!("smg {SMG_VERSION}")).is_some()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn with_sidecars_each_gateway_routes_only_to_workers_it_verified() {
-    if let Some(why) = skip_reason() {
-        eprintln!("SKIPPED: {why}");
+    if !can_run() {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
@@ -295,8 +291,7 @@ async fn with_sidecars_each_gateway_routes_only_to_workers_it_verified() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "comparison run with smg's own mesh: slow (timeouts), run with --ignored"]
 async fn comparison_smg_mesh_without_sidecars() {
-    if let Some(why) = skip_reason() {
-        eprintln!("SKIPPED: {why}");
+    if !can_run() {
         return;
     }
     let dir = tempfile::tempdir().unwrap();

@@ -63,11 +63,19 @@ impl From<NodeError> for ApiError {
                 ApiError::bad_request("INVALID_URL", m.clone())
             }
             NodeError::Invalid(_) => ApiError::bad_request("INVALID_SPEC", e.to_string()),
+            NodeError::Store(s) if s.is_disk_full() => ApiError::new(
+                StatusCode::INSUFFICIENT_STORAGE,
+                "STORE_FULL",
+                format!("{e}; free space in the data directory (--data-dir) and retry"),
+            ),
             NodeError::Store(_) => ApiError::new(
                 StatusCode::SERVICE_UNAVAILABLE,
                 "STORE_UNAVAILABLE",
                 e.to_string(),
             ),
+            NodeError::GenerationsExhausted(_) => {
+                ApiError::new(StatusCode::CONFLICT, "GENERATIONS_EXHAUSTED", e.to_string())
+            }
             NodeError::Internal(_) => {
                 ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "INTERNAL", e.to_string())
             }

@@ -14,10 +14,18 @@ pub async fn health(State(state): State<Arc<AdminState>>) -> impl IntoResponse {
     Json(json!({"status": "ok", "node_id": state.node.node_id()}))
 }
 
-/// `GET /v1/ready`: 200 once every subsystem reported ready, else 503 naming the rest.
+/// `GET /v1/ready`: 200 once every subsystem reported ready and the node can still make
+/// changes durable, else 503 naming what is missing.
 pub async fn ready(State(state): State<Arc<AdminState>>) -> impl IntoResponse {
     let waiting = state.readiness.waiting();
-    if waiting.is_empty() {
+    if let Some(reason) = state.node.store_stopped() {
+        // Probing and routing still work, but no change can be acknowledged: an
+        // orchestrator should take this replica out and an operator must act.
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Json(json!({"status": "degraded", "node_id": state.node.node_id(), "reason": reason})),
+        )
+    } else if waiting.is_empty() {
         (
             StatusCode::OK,
             Json(json!({"status": "ready", "node_id": state.node.node_id()})),

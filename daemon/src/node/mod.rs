@@ -10,11 +10,12 @@ use crate::config::ProbeDefaults;
 use crate::events::EventLog;
 use crate::health_settings::HealthSettings;
 use crate::lifecycle::eviction;
+use crate::local_faults::LocalFaults;
 use crate::metrics::Metrics;
-use crate::probe::check::ProbeReport;
+use crate::probe::check::{LocalResource, ProbeReport, ProbeResult};
 use crate::probe::{Command as ProbeCommand, schedule::Task};
-use crate::registry::{Entry, LastProbe, Origin, Registry, Transition};
-use crate::store::{Mutation, Store, StoreError};
+use crate::registry::{Entry, LastProbe, Origin, Registry};
+use crate::store::{Mutation, Store, StoreError, StoreHealth};
 use probemesh_gossip::cluster::ClusterSnapshot;
 use probemesh_gossip::model::{
     EvictionReason, Registration, Status, Tombstone, WorkerId, WorkerSpec,
@@ -45,6 +46,12 @@ pub enum NodeError {
     /// The change could not be made durable; nothing changed.
     #[error("the change could not be saved, nothing was changed: {0}")]
     Store(#[from] StoreError),
+    /// Every generation of this worker URL was used up.
+    #[error(
+        "worker `{0}` cannot be registered again: every generation of its URL was used (a tombstone at generation {max} covers them all, which only a forged record can cause); register the worker under another URL, for example with an explicit port or host name",
+        max = u64::MAX
+    )]
+    GenerationsExhausted(String),
     /// A blocking task failed (a bug).
     #[error("internal error: {0}")]
     Internal(String),
@@ -78,6 +85,7 @@ pub enum NextStep {
     Stop,
 }
 
+mod notes;
 mod peers;
 
 /// The node's state and operations. Shared as `Arc<Node>` by the admin API, the probe
@@ -87,6 +95,8 @@ pub struct Node {
     settings: NodeSettings,
     registry: Registry,
     store: Arc<Mutex<Store>>,
+    /// Whether the store still takes writes, readable without its lock.
+    store_health: StoreHealth,
     gate: tokio::sync::Mutex<()>,
     probe_tx: UnboundedSender<ProbeCommand>,
     metrics: Arc<Metrics>,
@@ -94,6 +104,8 @@ pub struct Node {
     cluster: std::sync::RwLock<Arc<ClusterSnapshot>>,
     /// Status changes and removals, for `/v1/events`.
     events: EventLog,
+    /// Probes that failed for lack of a local resource (SPEC S13).
+    local_faults: LocalFaults,
 }
 
 /// Milliseconds since the Unix epoch.
@@ -130,12 +142,14 @@ impl Node {
         Node {
             settings,
             registry,
+            store_health: store.health(),
             store: Arc::new(Mutex::new(store)),
             gate: tokio::sync::Mutex::new(()),
             probe_tx,
             metrics,
             cluster: std::sync::RwLock::new(Arc::new(ClusterSnapshot::default())),
             events: EventLog::new(),
+            local_faults: LocalFaults::default(),
         }
     }
 
@@ -194,15 +208,35 @@ impl Node {
     }
 
     async fn commit(&self, m: Mutation) -> Result<(), NodeError> {
+        self.commit_all(vec![m]).await
+    }
+
+    /// Makes `ms` durable with one append and one fsync (on a blocking thread), all or
+    /// none. A failed compaction after it is logged and counted, never returned: the
+    /// change itself is safe (SPEC S13).
+    async fn commit_all(&self, ms: Vec<Mutation>) -> Result<(), NodeError> {
         let store = Arc::clone(&self.store);
         let start = Instant::now();
         let res = tokio::task::spawn_blocking(move || {
             let mut s = store.lock().unwrap_or_else(|e| e.into_inner());
-            s.commit(m)
+            s.commit_all(&ms)
         })
         .await;
         let res = match res {
-            Ok(r) => r.map_err(NodeError::from),
+            Ok(Ok(done)) => {
+                if done.compacted {
+                    self.metrics
+                        .store_compaction(done.compaction_error.is_none());
+                }
+                if let Some(e) = &done.compaction_error {
+                    tracing::warn!(error = %e, "could not compact the data directory; the change is safe in the log, and compaction is tried again later");
+                }
+                Ok(())
+            }
+            Ok(Err(e)) => {
+                self.metrics.store_write_failed(e.kind());
+                Err(NodeError::from(e))
+            }
             Err(e) => Err(NodeError::Internal(format!("store task failed: {e}"))),
         };
         self.metrics.store_commit(res.is_ok(), start.elapsed());
@@ -210,6 +244,11 @@ impl Node {
             tracing::error!(error = %e, "could not persist a change");
         }
         res
+    }
+
+    /// Why the data directory takes no more writes, if it does not (for `/v1/ready`).
+    pub fn store_stopped(&self) -> Option<String> {
+        self.store_health.stopped().map(str::to_string)
     }
 
     /// Registers a worker owned by this node (SPEC S1). Returns the entry and whether
@@ -232,7 +271,9 @@ impl Node {
                 url: spec.url.to_string(),
             });
         }
-        let generation = self.lock_store().state().next_generation(&id);
+        let Some(generation) = self.lock_store().state().next_generation(&id) else {
+            return Err(NodeError::GenerationsExhausted(spec.url.to_string()));
+        };
         let now = SystemTime::now();
         let reg = Registration {
             id,
@@ -361,13 +402,18 @@ impl Node {
             .filter(|t| t.expires_at_ms <= now)
             .map(|t| (t.id.clone(), t.generation))
             .collect();
-        for (id, generation) in &expired {
-            self.commit(Mutation::DropTombstone {
+        if expired.is_empty() {
+            return Ok(0);
+        }
+        // One append and one fsync for all of them, so the gate is held for one write.
+        let drops = expired
+            .iter()
+            .map(|(id, generation)| Mutation::DropTombstone {
                 id: id.clone(),
                 generation: *generation,
             })
-            .await?;
-        }
+            .collect();
+        self.commit_all(drops).await?;
         self.metrics.tombstones_expired(expired.len() as u64);
         Ok(expired.len())
     }
@@ -391,6 +437,9 @@ impl Node {
     /// Applies a probe result and says what comes next.
     pub fn record_probe(&self, id: &WorkerId, generation: u64, report: ProbeReport) -> NextStep {
         self.metrics.probe(report.result.class(), report.latency);
+        if let ProbeResult::Local(resource) = report.result {
+            return self.record_local_fault(id, generation, resource);
+        }
         let probe = LastProbe {
             result: report.result.describe(),
             at: SystemTime::now(),
@@ -424,6 +473,38 @@ impl Node {
         }
     }
 
+    /// A probe that this node could not even make: the worker's status and counters
+    /// stay as they are, and the probe is tried again after the worker's interval.
+    fn record_local_fault(
+        &self,
+        id: &WorkerId,
+        generation: u64,
+        resource: LocalResource,
+    ) -> NextStep {
+        self.metrics.probe_local_error(resource.as_str());
+        if let Some(n) = self.local_faults.record(unix_ms(SystemTime::now())) {
+            tracing::warn!(
+                resource = resource.as_str(),
+                faults = n,
+                worker = %id,
+                "probes fail for lack of a local resource; this is the node's fault, no worker status changes (check ulimit -n, sockets, memory)"
+            );
+        }
+        let view = self.registry.read();
+        match view.workers.get(id) {
+            Some(e) if e.reg.generation == generation && e.status != Status::Failed => {
+                NextStep::Probe(self.health(&e.reg.spec).interval)
+            }
+            _ => NextStep::Stop,
+        }
+    }
+
+    /// Whether probes failed for lack of a local resource within the last
+    /// [`crate::local_faults::ACTIVE_FOR_MS`]: input to the degraded rule (SPEC S12).
+    pub fn local_fault_active(&self) -> bool {
+        self.local_faults.active(unix_ms(SystemTime::now()))
+    }
+
     /// Starts a fresh pending cycle for a locally failed worker (SPEC S6b); returns the
     /// probe interval when it did.
     pub fn retry(&self, id: &WorkerId, generation: u64) -> Option<Duration> {
@@ -438,58 +519,6 @@ impl Node {
     /// The event log.
     pub fn events(&self) -> &EventLog {
         &self.events
-    }
-
-    /// Records that `entry` entered the view (`from` is null in the event).
-    fn note_added(&self, entry: &Entry, reason: &'static str) {
-        self.events.push(
-            "transition",
-            serde_json::json!({
-                "worker_id": entry.reg.id,
-                "url": entry.reg.spec.url,
-                "generation": entry.reg.generation,
-                "from": null,
-                "to": entry.status,
-                "at": humantime::format_rfc3339_millis(entry.status_since).to_string(),
-                "reason": reason,
-            }),
-        );
-    }
-
-    /// Records that a worker left the view.
-    fn note_removed(&self, removed: &Entry, reason: &'static str) {
-        self.events.push(
-            "removed",
-            serde_json::json!({
-                "worker_id": removed.reg.id,
-                "url": removed.reg.spec.url,
-                "generation": removed.reg.generation,
-                "last_status": removed.status,
-                "at": humantime::format_rfc3339_millis(SystemTime::now()).to_string(),
-                "reason": reason,
-            }),
-        );
-    }
-
-    fn note_transition(&self, t: &Transition, entry: &Entry) {
-        self.events.push(
-            "transition",
-            serde_json::json!({
-                "worker_id": t.id,
-                "url": entry.reg.spec.url,
-                "generation": t.generation,
-                "from": t.from,
-                "to": t.to,
-                "at": humantime::format_rfc3339_millis(entry.status_since).to_string(),
-                "reason": t.reason,
-            }),
-        );
-        self.metrics.transition(t.from, t.to);
-        let last = entry
-            .last_probe
-            .as_ref()
-            .map_or("none", |p| p.result.as_str());
-        tracing::info!(worker = %entry.reg.spec.url, id = %t.id, from = %t.from, to = %t.to, reason = t.reason, last_result = last, "worker status changed");
     }
 
     /// Tells the probe engine about a task (used by the engine itself for follow-ups).

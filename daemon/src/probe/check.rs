@@ -24,6 +24,46 @@ pub enum ProbeResult {
     TlsError,
     /// Anything else (malformed response, body error).
     Error,
+    /// This node ran out of a local resource before the worker was reached: the node's
+    /// fault, never counted against the worker (SPEC S13).
+    Local(LocalResource),
+}
+
+/// A local resource whose exhaustion fails a probe on this node.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum LocalResource {
+    /// `EMFILE`/`ENFILE`: the process or the system is out of file descriptors.
+    Descriptors,
+    /// `ENOBUFS`: the kernel is out of socket buffers.
+    Buffers,
+    /// `EADDRNOTAVAIL` on connect: no local port is free.
+    Ports,
+    /// `ENOMEM`.
+    Memory,
+}
+
+impl LocalResource {
+    /// A bounded label (`probemesh_probe_local_errors_total{kind}`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            LocalResource::Descriptors => "descriptors",
+            LocalResource::Buffers => "buffers",
+            LocalResource::Ports => "ports",
+            LocalResource::Memory => "memory",
+        }
+    }
+
+    /// The resource an OS error number says is exhausted, if it is one of ours.
+    pub fn from_errno(errno: i32) -> Option<LocalResource> {
+        // Linux numbers; probemesh runs on Linux (docs/operations.md).
+        match errno {
+            23 | 24 => Some(LocalResource::Descriptors), // ENFILE, EMFILE
+            105 => Some(LocalResource::Buffers),         // ENOBUFS
+            99 => Some(LocalResource::Ports),            // EADDRNOTAVAIL
+            12 => Some(LocalResource::Memory),           // ENOMEM
+            _ => None,
+        }
+    }
 }
 
 impl ProbeResult {
@@ -42,6 +82,7 @@ impl ProbeResult {
             ProbeResult::ConnectError => "connect_error",
             ProbeResult::TlsError => "tls_error",
             ProbeResult::Error => "error",
+            ProbeResult::Local(_) => "local_error",
         }
     }
 
@@ -50,6 +91,7 @@ impl ProbeResult {
     pub fn describe(self) -> String {
         match self {
             ProbeResult::HttpStatus(code) => format!("http_{code}"),
+            ProbeResult::Local(r) => format!("local_{}", r.as_str()),
             other => other.class().to_string(),
         }
     }
@@ -154,8 +196,27 @@ impl Checker {
     }
 }
 
+/// The local resource whose exhaustion caused `e`, found in its cause chain.
+pub fn local_resource(e: &(dyn StdError + 'static)) -> Option<LocalResource> {
+    let mut source = Some(e);
+    while let Some(s) = source {
+        if let Some(r) = s
+            .downcast_ref::<std::io::Error>()
+            .and_then(std::io::Error::raw_os_error)
+            .and_then(LocalResource::from_errno)
+        {
+            return Some(r);
+        }
+        source = s.source();
+    }
+    None
+}
+
 /// Sorts a client error into a result by walking its cause chain.
 fn classify(e: &reqwest::Error) -> ProbeResult {
+    if let Some(r) = local_resource(e) {
+        return ProbeResult::Local(r);
+    }
     if e.is_timeout() {
         return ProbeResult::Timeout;
     }
@@ -206,11 +267,51 @@ mod tests {
             ProbeResult::ConnectError,
             ProbeResult::TlsError,
             ProbeResult::Error,
+            ProbeResult::Local(LocalResource::Descriptors),
+            ProbeResult::Local(LocalResource::Ports),
         ];
         let names: std::collections::HashSet<String> = all.iter().map(|r| r.describe()).collect();
         assert_eq!(names.len(), all.len());
         assert_eq!(ProbeResult::HttpStatus(503).describe(), "http_503");
         assert!(all.iter().filter(|r| r.is_success()).count() == 1);
+    }
+
+    /// An error that wraps another, as hyper and reqwest do.
+    #[derive(Debug)]
+    struct Wrapped(Box<dyn StdError + Send + Sync>);
+
+    impl std::fmt::Display for Wrapped {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str("client error")
+        }
+    }
+
+    impl StdError for Wrapped {
+        fn source(&self) -> Option<&(dyn StdError + 'static)> {
+            Some(self.0.as_ref())
+        }
+    }
+
+    #[test]
+    fn resource_exhaustion_deep_in_the_cause_chain_is_local() {
+        for (errno, want) in [
+            (24, Some(LocalResource::Descriptors)),
+            (23, Some(LocalResource::Descriptors)),
+            (105, Some(LocalResource::Buffers)),
+            (99, Some(LocalResource::Ports)),
+            (12, Some(LocalResource::Memory)),
+            (111, None), // ECONNREFUSED: the worker's answer
+            (113, None), // EHOSTUNREACH: the network's
+        ] {
+            let e = Wrapped(Box::new(Wrapped(Box::new(
+                std::io::Error::from_raw_os_error(errno),
+            ))));
+            assert_eq!(local_resource(&e), want, "errno {errno}");
+        }
+        assert_eq!(
+            ProbeResult::Local(LocalResource::Descriptors).describe(),
+            "local_descriptors"
+        );
     }
 
     /// A worker that answers 200 to every request and keeps the connection open unless

@@ -3,6 +3,7 @@
 //! A frame that is cut short or fails its checksum ends the readable part of a file;
 //! everything before it is intact.
 
+#[cfg(test)]
 use std::io::Write;
 
 /// Bytes before a payload.
@@ -96,18 +97,26 @@ pub fn is_torn_tail(buf: &[u8], frames: &Frames<'_>) -> bool {
     }
 }
 
-/// Writes one frame in a single `write_all`, returning the bytes written.
-pub fn write_frame(w: &mut impl Write, payload: &[u8]) -> std::io::Result<u64> {
+/// Appends one frame holding `payload` to `out`, returning the bytes added.
+pub fn push_frame(out: &mut Vec<u8>, payload: &[u8]) -> std::io::Result<u64> {
     let len = u32::try_from(payload.len())
         .ok()
         .filter(|&l| l > 0 && l as usize <= MAX_FRAME)
         .ok_or_else(|| std::io::Error::new(std::io::ErrorKind::InvalidInput, "record too large"))?;
-    let mut buf = Vec::with_capacity(FRAME_HEADER + payload.len());
-    buf.extend_from_slice(&len.to_le_bytes());
-    buf.extend_from_slice(&crc32fast::hash(payload).to_le_bytes());
-    buf.extend_from_slice(payload);
+    out.reserve(FRAME_HEADER + payload.len());
+    out.extend_from_slice(&len.to_le_bytes());
+    out.extend_from_slice(&crc32fast::hash(payload).to_le_bytes());
+    out.extend_from_slice(payload);
+    Ok((FRAME_HEADER + payload.len()) as u64)
+}
+
+/// Writes one frame in a single `write_all`, returning the bytes written.
+#[cfg(test)]
+pub fn write_frame(w: &mut impl Write, payload: &[u8]) -> std::io::Result<u64> {
+    let mut buf = Vec::new();
+    let n = push_frame(&mut buf, payload)?;
     w.write_all(&buf)?;
-    Ok(buf.len() as u64)
+    Ok(n)
 }
 
 #[cfg(test)]

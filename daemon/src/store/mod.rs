@@ -9,22 +9,35 @@
 //!   fsynced before the mutation is acknowledged.
 //!
 //! On open, the snapshot is loaded and the log replayed; a torn record at the end of the
-//! log (a crash mid-append, never acknowledged) is cut off. Replay is idempotent, so a
-//! crash between writing a snapshot and truncating the log is harmless.
+//! log (a crash mid-append, never acknowledged) is cut off, and a `state.bin.tmp` left
+//! by a crash during compaction is removed. Replay is idempotent, so a crash between
+//! writing a snapshot and truncating the log is harmless.
+//!
+//! Failures (SPEC S13): a failed append or fsync cuts the log back to its last good
+//! length (and fsyncs that) before the error is returned, so nothing acknowledged later
+//! is ever placed behind damaged bytes. If even that fails, the store stops taking
+//! writes until the agent is restarted ([`StoreHealth`]). A failed compaction never
+//! fails the change that triggered it: it is reported beside the success, its
+//! temporary file is removed, and it is tried again after the log has grown further.
+//! Every file-system call goes through [`Disk`], so tests can make any of them fail.
 
+mod disk;
 mod frame;
 mod state;
 
+pub use disk::{Disk, RealDisk};
 pub use state::{DurableState, Mutation};
 
-use frame::{read_frames, write_frame};
+use frame::{push_frame, read_frames};
 use probemesh_gossip::codec::{self, CodecError};
 use std::fs::{self, File, OpenOptions};
-use std::io::Write;
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, OnceLock};
 
 /// Name of the snapshot file.
 pub const SNAPSHOT_FILE: &str = "state.bin";
+/// Name of the snapshot being written during a compaction.
+pub const SNAPSHOT_TMP_FILE: &str = "state.bin.tmp";
 /// Name of the mutation log.
 pub const WAL_FILE: &str = "wal.log";
 /// Name of the lock file.
@@ -34,6 +47,10 @@ pub const LOCK_FILE: &str = "LOCK";
 const COMPACT_RECORDS: usize = 4096;
 /// …or this many bytes.
 const COMPACT_BYTES: u64 = 8 << 20;
+/// After a failed compaction, the next try waits for this many more records…
+const RETRY_RECORDS: usize = 512;
+/// …or this many more bytes, so a full disk is not hit by a snapshot per mutation.
+const RETRY_BYTES: u64 = 1 << 20;
 
 /// What can go wrong with the data directory. Messages say what to do.
 #[derive(Debug, thiserror::Error)]
@@ -76,6 +93,25 @@ pub enum StoreError {
     /// A value could not be encoded (a bug, never input-dependent).
     #[error("cannot encode state: {0}")]
     Encode(CodecError),
+    /// An earlier failed write could not be undone; the store takes no more writes.
+    #[error("{0}")]
+    Stopped(String),
+}
+
+impl StoreError {
+    /// Whether the disk (or a quota) is full: the operator must free space.
+    pub fn is_disk_full(&self) -> bool {
+        matches!(self, StoreError::Io { source, .. } if disk::is_full(source))
+    }
+
+    /// A bounded label for metrics: `full`, `stopped` or `io`.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            _ if self.is_disk_full() => "full",
+            StoreError::Stopped(_) => "stopped",
+            _ => "io",
+        }
+    }
 }
 
 fn io<'a>(what: &'static str, path: &'a Path) -> impl FnOnce(std::io::Error) -> StoreError + 'a {
@@ -86,14 +122,31 @@ fn io<'a>(what: &'static str, path: &'a Path) -> impl FnOnce(std::io::Error) -> 
     }
 }
 
+/// Whether the store still takes writes; cheap to read from any thread (no lock).
+#[derive(Clone, Debug, Default)]
+pub struct StoreHealth(Arc<OnceLock<String>>);
+
+impl StoreHealth {
+    /// Why the store stopped taking writes, if it did.
+    pub fn stopped(&self) -> Option<&str> {
+        self.0.get().map(String::as_str)
+    }
+}
+
 /// The open data directory.
 #[derive(Debug)]
 pub struct Store {
     dir: PathBuf,
+    wal_path: PathBuf,
     wal: File,
     wal_records: usize,
-    wal_bytes: u64,
+    /// Length of the log's intact, acknowledged part: where the next append starts.
+    wal_len: u64,
+    /// Compact once the log reaches this many records or bytes.
+    compact_at: (usize, u64),
     state: DurableState,
+    disk: Box<dyn Disk>,
+    health: StoreHealth,
     /// Held for the life of the store; the OS releases the lock when it is closed.
     _lock: File,
 }
@@ -105,11 +158,30 @@ pub struct OpenReport {
     pub replayed: usize,
     /// Bytes of a torn tail that were cut off.
     pub truncated_bytes: u64,
+    /// Whether a snapshot left half-written by a crash was removed.
+    pub removed_temp_snapshot: bool,
+}
+
+/// A mutation that became durable, and what happened to the compaction it triggered.
+#[derive(Debug, Default)]
+pub struct Committed {
+    /// Whether a compaction ran after the commit.
+    pub compacted: bool,
+    /// Why that compaction failed (the commit itself succeeded); tried again later.
+    pub compaction_error: Option<StoreError>,
 }
 
 impl Store {
     /// Opens (creating if needed) the data directory, takes its lock and loads the state.
     pub fn open(dir: &Path) -> Result<(Store, OpenReport), StoreError> {
+        Store::open_with(dir, Box::new(RealDisk))
+    }
+
+    /// [`Store::open`] with the writes made through `disk`.
+    pub fn open_with(
+        dir: &Path,
+        mut disk: Box<dyn Disk>,
+    ) -> Result<(Store, OpenReport), StoreError> {
         fs::create_dir_all(dir).map_err(io("cannot create data directory", dir))?;
         let lock_path = dir.join(LOCK_FILE);
         let lock = OpenOptions::new()
@@ -122,6 +194,13 @@ impl Store {
             Ok(()) => {}
             Err(fs::TryLockError::WouldBlock) => return Err(StoreError::Locked(dir.to_path_buf())),
             Err(fs::TryLockError::Error(e)) => return Err(io("cannot lock", &lock_path)(e)),
+        }
+        let mut report = OpenReport::default();
+        let tmp_path = dir.join(SNAPSHOT_TMP_FILE);
+        match disk.remove(&tmp_path) {
+            Ok(()) => report.removed_temp_snapshot = true,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(io("cannot remove the unfinished snapshot", &tmp_path)(e)),
         }
 
         let snap_path = dir.join(SNAPSHOT_FILE);
@@ -147,7 +226,6 @@ impl Store {
                 ),
             });
         }
-        let mut report = OpenReport::default();
         for payload in &frames.payloads {
             let m: Mutation = decode_checked(&wal_path, payload)?;
             state.apply(&m);
@@ -160,17 +238,23 @@ impl Store {
             .map_err(io("cannot open log", &wal_path))?;
         if frames.valid_len < bytes.len() as u64 {
             report.truncated_bytes = bytes.len() as u64 - frames.valid_len;
-            wal.set_len(frames.valid_len)
+            disk.set_len(&wal, frames.valid_len)
                 .map_err(io("cannot truncate torn log tail", &wal_path))?;
-            wal.sync_all().map_err(io("cannot sync log", &wal_path))?;
+            disk.sync_all(&wal)
+                .map_err(io("cannot sync log", &wal_path))?;
         }
-        sync_dir(dir)?;
+        disk.sync_dir(dir)
+            .map_err(io("cannot sync directory", dir))?;
         let store = Store {
             dir: dir.to_path_buf(),
+            wal_path,
             wal,
             wal_records: frames.payloads.len(),
-            wal_bytes: frames.valid_len,
+            wal_len: frames.valid_len,
+            compact_at: (COMPACT_RECORDS, COMPACT_BYTES),
             state,
+            disk,
+            health: StoreHealth::default(),
             _lock: lock,
         };
         Ok((store, report))
@@ -186,48 +270,134 @@ impl Store {
         &self.dir
     }
 
-    /// Makes `m` durable (appended and fsynced), then applies it. When this returns
-    /// `Ok`, the mutation survives a crash.
-    pub fn commit(&mut self, m: Mutation) -> Result<(), StoreError> {
-        let payload = codec::encode(&m).map_err(StoreError::Encode)?;
-        let wal_path = self.dir.join(WAL_FILE);
-        let written =
-            write_frame(&mut self.wal, &payload).map_err(io("cannot append to log", &wal_path))?;
-        self.wal
-            .sync_data()
-            .map_err(io("cannot sync log", &wal_path))?;
-        self.wal_records += 1;
-        self.wal_bytes += written;
-        self.state.apply(&m);
-        if self.wal_records >= COMPACT_RECORDS || self.wal_bytes >= COMPACT_BYTES {
-            self.compact()?;
-        }
-        Ok(())
+    /// Whether the store still takes writes (shared, readable without the store).
+    pub fn health(&self) -> StoreHealth {
+        self.health.clone()
     }
 
-    /// Writes the whole state as a new snapshot and empties the log.
-    pub fn compact(&mut self) -> Result<(), StoreError> {
-        let payload = codec::encode(&self.state).map_err(StoreError::Encode)?;
-        let tmp = self.dir.join(format!("{SNAPSHOT_FILE}.tmp"));
-        let snap = self.dir.join(SNAPSHOT_FILE);
-        {
-            let mut f = File::create(&tmp).map_err(io("cannot create", &tmp))?;
-            write_frame(&mut f, &payload).map_err(io("cannot write", &tmp))?;
-            f.flush().map_err(io("cannot write", &tmp))?;
-            f.sync_all().map_err(io("cannot sync", &tmp))?;
+    /// Makes `m` durable (appended and fsynced), then applies it. When this returns
+    /// `Ok`, the mutation survives a crash; when it returns `Err`, nothing of it is
+    /// visible, now or after a restart.
+    pub fn commit(&mut self, m: Mutation) -> Result<Committed, StoreError> {
+        self.commit_all(std::slice::from_ref(&m))
+    }
+
+    /// Makes every mutation of `ms` durable with one append and one fsync, then applies
+    /// them in order. All or none.
+    pub fn commit_all(&mut self, ms: &[Mutation]) -> Result<Committed, StoreError> {
+        if let Some(why) = self.health.stopped() {
+            return Err(StoreError::Stopped(why.to_string()));
         }
-        fs::rename(&tmp, &snap).map_err(io("cannot replace snapshot", &snap))?;
-        sync_dir(&self.dir)?;
-        let wal_path = self.dir.join(WAL_FILE);
-        self.wal
-            .set_len(0)
-            .map_err(io("cannot truncate log", &wal_path))?;
-        self.wal
-            .sync_all()
-            .map_err(io("cannot sync log", &wal_path))?;
+        if ms.is_empty() {
+            return Ok(Committed::default());
+        }
+        let mut buf = Vec::new();
+        for m in ms {
+            let payload = codec::encode(m).map_err(StoreError::Encode)?;
+            push_frame(&mut buf, &payload)
+                .map_err(io("cannot frame a record for", &self.wal_path))?;
+        }
+        let good = self.wal_len;
+        if let Err(e) = self.append(&buf) {
+            self.undo_append(good);
+            return Err(e);
+        }
+        self.wal_len += buf.len() as u64;
+        self.wal_records += ms.len();
+        for m in ms {
+            self.state.apply(m);
+        }
+        let mut done = Committed::default();
+        if self.wal_records >= self.compact_at.0 || self.wal_len >= self.compact_at.1 {
+            done.compacted = true;
+            done.compaction_error = self.compact().err();
+        }
+        Ok(done)
+    }
+
+    fn append(&mut self, buf: &[u8]) -> Result<(), StoreError> {
+        disk::write_all(self.disk.as_mut(), &mut self.wal, buf)
+            .map_err(io("cannot append to log", &self.wal_path))?;
+        self.disk
+            .sync_data(&self.wal)
+            .map_err(io("cannot sync log", &self.wal_path))
+    }
+
+    /// Cuts the log back to `good` bytes after a failed append, so the next append does
+    /// not land behind a torn frame. If that fails, the store stops taking writes.
+    fn undo_append(&mut self, good: u64) {
+        let undone = self
+            .disk
+            .set_len(&self.wal, good)
+            .and_then(|()| self.disk.sync_all(&self.wal));
+        if let Err(e) = undone {
+            let why = format!(
+                "the data directory takes no more writes: a failed append to {} could not be undone ({e}), and a later change would land behind damaged bytes; free space or repair the disk, then restart the agent (every acknowledged change is safe)",
+                self.wal_path.display()
+            );
+            tracing::error!(reason = %why, "store stopped");
+            let _ = self.health.0.set(why);
+        }
+    }
+
+    /// Writes the whole state as a new snapshot and empties the log. On failure the
+    /// state on disk is what it was (the log still holds everything), the temporary
+    /// file is gone, and the next try waits until the log has grown further.
+    pub fn compact(&mut self) -> Result<(), StoreError> {
+        if let Some(why) = self.health.stopped() {
+            return Err(StoreError::Stopped(why.to_string()));
+        }
+        let res = self.write_snapshot();
+        if res.is_err() {
+            self.compact_at = (
+                self.wal_records.saturating_add(RETRY_RECORDS),
+                self.wal_len.saturating_add(RETRY_BYTES),
+            );
+        } else {
+            self.compact_at = (COMPACT_RECORDS, COMPACT_BYTES);
+        }
+        res
+    }
+
+    fn write_snapshot(&mut self) -> Result<(), StoreError> {
+        let payload = codec::encode(&self.state).map_err(StoreError::Encode)?;
+        let tmp = self.dir.join(SNAPSHOT_TMP_FILE);
+        let snap = self.dir.join(SNAPSHOT_FILE);
+        let mut buf = Vec::new();
+        push_frame(&mut buf, &payload).map_err(io("cannot frame", &snap))?;
+        let written = (|| {
+            let mut f = self.disk.create(&tmp).map_err(io("cannot create", &tmp))?;
+            disk::write_all(self.disk.as_mut(), &mut f, &buf).map_err(io("cannot write", &tmp))?;
+            self.disk.sync_all(&f).map_err(io("cannot sync", &tmp))?;
+            drop(f);
+            self.disk
+                .rename(&tmp, &snap)
+                .map_err(io("cannot replace snapshot", &snap))
+        })();
+        if let Err(e) = written {
+            match self.disk.remove(&tmp) {
+                Ok(()) => {}
+                Err(r) if r.kind() == std::io::ErrorKind::NotFound => {}
+                Err(r) => {
+                    tracing::warn!(file = %tmp.display(), error = %r, "could not remove an unfinished snapshot; it is removed at the next start")
+                }
+            }
+            return Err(e);
+        }
+        // Until the directory is synced the rename may not survive a crash: keep the log.
+        self.disk
+            .sync_dir(&self.dir)
+            .map_err(io("cannot sync directory", &self.dir))?;
+        // The snapshot holds everything the log held. Replaying an old log over it is
+        // harmless, so a failure from here on leaves a consistent directory.
+        self.disk
+            .set_len(&self.wal, 0)
+            .map_err(io("cannot truncate log", &self.wal_path))?;
         self.wal_records = 0;
-        self.wal_bytes = 0;
-        Ok(())
+        self.wal_len = 0;
+        self.disk
+            .sync_all(&self.wal)
+            .map_err(io("cannot sync log", &self.wal_path))
     }
 }
 
@@ -258,11 +428,7 @@ fn decode_checked<T: serde::de::DeserializeOwned>(
     })
 }
 
-fn sync_dir(dir: &Path) -> Result<(), StoreError> {
-    File::open(dir)
-        .and_then(|d| d.sync_all())
-        .map_err(io("cannot sync directory", dir))
-}
-
+#[cfg(test)]
+mod fault_tests;
 #[cfg(test)]
 mod tests;

@@ -81,13 +81,17 @@ impl DurableState {
             .is_some_and(|t| t.generation >= generation)
     }
 
-    /// The generation a new registration of `id` gets.
-    pub fn next_generation(&self, id: &WorkerId) -> u64 {
-        self.last_generation
+    /// The generation a new registration of `id` gets, or `None` when every generation
+    /// was used (a tombstone at `u64::MAX`, possible only through a forged record):
+    /// reusing one would be silently dropped as tombstoned.
+    pub fn next_generation(&self, id: &WorkerId) -> Option<u64> {
+        let next = self
+            .last_generation
             .get(id)
             .copied()
             .unwrap_or(0)
-            .saturating_add(1)
+            .checked_add(1)?;
+        (!self.is_tombstoned(id, next)).then_some(next)
     }
 
     fn bump_generation(&mut self, id: &WorkerId, generation: u64) {

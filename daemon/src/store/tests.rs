@@ -1,6 +1,7 @@
 //! Store tests: durability across reopen, torn tails, compaction, locking, versions.
 
 use super::*;
+use frame::write_frame;
 use probemesh_gossip::model::{EvictionReason, Registration, Tombstone, WorkerSpec, WorkerUrl};
 
 fn reg(n: u16, generation: u64) -> Registration {
@@ -42,7 +43,7 @@ fn committed_mutations_survive_reopen() {
     assert_eq!(s.state(), &before);
     assert_eq!(s.state().registrations.len(), 9);
     assert!(s.state().is_tombstoned(&reg(3, 1).id, 1));
-    assert_eq!(s.state().next_generation(&reg(3, 1).id), 2);
+    assert_eq!(s.state().next_generation(&reg(3, 1).id), Some(2));
 }
 
 #[test]
@@ -177,4 +178,15 @@ fn damage_before_acknowledged_records_is_refused_not_cut() {
     let err = Store::open(dir.path()).unwrap_err();
     assert!(matches!(err, StoreError::Corrupt { .. }), "{err}");
     assert_eq!(fs::read(&wal).unwrap(), bytes, "nothing was cut");
+}
+
+#[test]
+fn generations_run_out_at_the_top_instead_of_wrapping_or_reusing() {
+    let mut s = DurableState::default();
+    let r = reg(1, u64::MAX);
+    s.apply(&Mutation::PutTombstone(tomb(&r)));
+    assert_eq!(s.next_generation(&r.id), None);
+    let mut t = DurableState::default();
+    t.apply(&Mutation::PutTombstone(tomb(&reg(1, u64::MAX - 1))));
+    assert_eq!(t.next_generation(&r.id), Some(u64::MAX));
 }

@@ -6,17 +6,16 @@
 //! to the CA, whatever name it carries, because peers are dialed by the addresses they
 //! gossip, not by names. See docs/security.md.
 
-use rcgen::{
-    BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa,
-    Issuer, KeyPair, KeyUsagePurpose, SanType,
-};
+mod generate;
+
+pub use generate::{AutoTls, create_ca, create_node_cert, ensure_auto_material};
+
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
 use rustls::server::WebPkiClientVerifier;
 use rustls::{CertificateError, DigitallySignedStruct, RootCertStore, SignatureScheme};
 use std::fs;
-use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -55,6 +54,16 @@ pub enum TlsError {
     /// Refusing to overwrite existing material.
     #[error("{0} already exists; refusing to overwrite it (move it away first)")]
     Exists(PathBuf),
+    /// A certificate whose private key is missing: it cannot be used or completed.
+    #[error(
+        "{cert} exists but its private key {key} is missing, so it cannot be used; restore the key, or move the certificate away to have a new pair made"
+    )]
+    KeyMissing {
+        /// The certificate.
+        cert: PathBuf,
+        /// The key that should be beside it.
+        key: PathBuf,
+    },
     /// rcgen failed to make a certificate.
     #[error("cannot create certificate: {0}")]
     Generate(#[from] rcgen::Error),
@@ -246,132 +255,6 @@ impl ServerCertVerifier for CaOnlyVerifier {
     }
 }
 
-fn write_new(path: &Path, contents: &str, private: bool) -> Result<(), TlsError> {
-    if path.exists() {
-        return Err(TlsError::Exists(path.to_path_buf()));
-    }
-    let mut opts = fs::OpenOptions::new();
-    opts.write(true).create_new(true);
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::OpenOptionsExt;
-        opts.mode(if private { 0o600 } else { 0o644 });
-    }
-    #[cfg(not(unix))]
-    let _ = private;
-    use std::io::Write;
-    let mut f = opts.open(path).map_err(io_err("cannot create", path))?;
-    f.write_all(contents.as_bytes())
-        .and_then(|()| f.sync_all())
-        .map_err(io_err("cannot write", path))
-}
-
-/// Creates a cluster CA in `dir`: `ca.pem` and `ca-key.pem` (mode 0600).
-pub fn create_ca(dir: &Path) -> Result<(PathBuf, PathBuf), TlsError> {
-    fs::create_dir_all(dir).map_err(io_err("cannot create directory", dir))?;
-    let cert_path = dir.join(CA_CERT_FILE);
-    let key_path = dir.join(CA_KEY_FILE);
-    for p in [&cert_path, &key_path] {
-        if p.exists() {
-            return Err(TlsError::Exists(p.clone()));
-        }
-    }
-    let key = KeyPair::generate()?;
-    let mut params = CertificateParams::new(Vec::<String>::new())?;
-    params.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
-    let mut dn = DistinguishedName::new();
-    dn.push(DnType::CommonName, "probemesh cluster CA");
-    params.distinguished_name = dn;
-    params.key_usages = vec![
-        KeyUsagePurpose::KeyCertSign,
-        KeyUsagePurpose::CrlSign,
-        KeyUsagePurpose::DigitalSignature,
-    ];
-    params.not_before = rcgen::date_time_ymd(2024, 1, 1);
-    params.not_after = rcgen::date_time_ymd(2124, 1, 1);
-    let cert = params.self_signed(&key)?;
-    write_new(&key_path, &key.serialize_pem(), true)?;
-    write_new(&cert_path, &cert.pem(), false)?;
-    Ok((cert_path, key_path))
-}
-
-/// Creates a node certificate signed by the CA in `ca_dir`: `out/NAME.pem` and
-/// `out/NAME-key.pem`. The certificate names the node, `ips` and `dns_names`; it is valid
-/// as both TLS server and client, as every node is both.
-pub fn create_node_cert(
-    ca_dir: &Path,
-    node: &str,
-    ips: &[IpAddr],
-    dns_names: &[String],
-    out: &Path,
-) -> Result<(PathBuf, PathBuf), TlsError> {
-    let ca_cert_path = ca_dir.join(CA_CERT_FILE);
-    let ca_key_path = ca_dir.join(CA_KEY_FILE);
-    let ca_pem = fs::read_to_string(&ca_cert_path).map_err(io_err("cannot read", &ca_cert_path))?;
-    let ca_key_pem =
-        fs::read_to_string(&ca_key_path).map_err(io_err("cannot read", &ca_key_path))?;
-    let ca_key = KeyPair::from_pem(&ca_key_pem).map_err(|_| TlsError::Pem {
-        path: ca_key_path.clone(),
-        what: "private key",
-    })?;
-    let issuer = Issuer::from_ca_cert_pem(&ca_pem, ca_key).map_err(|_| TlsError::Pem {
-        path: ca_cert_path.clone(),
-        what: "CA certificate",
-    })?;
-    fs::create_dir_all(out).map_err(io_err("cannot create directory", out))?;
-    let cert_path = out.join(format!("{node}.pem"));
-    let key_path = out.join(format!("{node}-key.pem"));
-    for p in [&cert_path, &key_path] {
-        if p.exists() {
-            return Err(TlsError::Exists(p.clone()));
-        }
-    }
-    let mut params = CertificateParams::new(Vec::<String>::new())?;
-    let mut dn = DistinguishedName::new();
-    dn.push(DnType::CommonName, node);
-    params.distinguished_name = dn;
-    let mut sans = vec![SanType::DnsName(SERVER_NAME.try_into()?)];
-    if let Ok(name) = node.try_into() {
-        sans.push(SanType::DnsName(name));
-    }
-    for d in dns_names {
-        sans.push(SanType::DnsName(d.as_str().try_into()?));
-    }
-    sans.extend(ips.iter().map(|ip| SanType::IpAddress(*ip)));
-    params.subject_alt_names = sans;
-    params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
-    params.extended_key_usages = vec![
-        ExtendedKeyUsagePurpose::ServerAuth,
-        ExtendedKeyUsagePurpose::ClientAuth,
-    ];
-    params.not_before = rcgen::date_time_ymd(2024, 1, 1);
-    params.not_after = rcgen::date_time_ymd(2124, 1, 1);
-    let key = KeyPair::generate()?;
-    let cert = params.signed_by(&key, &issuer)?;
-    write_new(&key_path, &key.serialize_pem(), true)?;
-    write_new(&cert_path, &cert.pem(), false)?;
-    Ok((cert_path, key_path))
-}
-
-/// The agent's automatic TLS when no TLS flags are given: a private CA and a node
-/// certificate under `dir` (normally `--data-dir/tls`), created on first start and
-/// reused after. Returns the material and whether it was just created.
-pub fn ensure_auto_material(dir: &Path, node: &str) -> Result<(TlsMaterial, bool), TlsError> {
-    let ca = dir.join(CA_CERT_FILE);
-    let cert = dir.join(format!("{node}.pem"));
-    let key = dir.join(format!("{node}-key.pem"));
-    let mut created = false;
-    if !ca.exists() {
-        create_ca(dir)?;
-        created = true;
-    }
-    if !cert.exists() {
-        create_node_cert(dir, node, &[], &[], dir)?;
-        created = true;
-    }
-    Ok((TlsMaterial::load(&ca, &cert, &key)?, created))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -392,29 +275,6 @@ mod tests {
         m.client_config().unwrap();
         m.server_config().unwrap();
         assert!(!m.stable_secret().is_empty());
-    }
-
-    #[test]
-    fn existing_material_is_never_overwritten() {
-        let dir = tempfile::tempdir().unwrap();
-        create_ca(dir.path()).unwrap();
-        assert!(matches!(create_ca(dir.path()), Err(TlsError::Exists(_))));
-        create_node_cert(dir.path(), "n", &[], &[], dir.path()).unwrap();
-        assert!(matches!(
-            create_node_cert(dir.path(), "n", &[], &[], dir.path()),
-            Err(TlsError::Exists(_))
-        ));
-    }
-
-    #[test]
-    fn auto_material_is_created_once_then_reused() {
-        let dir = tempfile::tempdir().unwrap();
-        let (_, created) = ensure_auto_material(dir.path(), "n1").unwrap();
-        assert!(created);
-        let ca_before = fs::read(dir.path().join(CA_CERT_FILE)).unwrap();
-        let (_, created) = ensure_auto_material(dir.path(), "n1").unwrap();
-        assert!(!created);
-        assert_eq!(fs::read(dir.path().join(CA_CERT_FILE)).unwrap(), ca_before);
     }
 
     #[test]
