@@ -30,12 +30,14 @@ pub struct App {
     gossip: Arc<GossipHandle>,
     readiness: Readiness,
     latches: Vec<crate::readiness::Latch>,
+    admin_server: admin::server::ServerConfig,
 }
 
 impl App {
     /// Opens the data directory and binds the admin address.
     pub async fn build(config: AgentConfig) -> anyhow::Result<App> {
         let (readiness, latches) = Readiness::new(&["state", "gossip", "admin"]);
+        let admin_server = admin_server_config(config.admin_max_connections);
         let dir = config.data_dir.clone();
         let (store, report) = tokio::task::spawn_blocking(move || Store::open(&dir))
             .await
@@ -110,6 +112,7 @@ impl App {
             gossip: Arc::new(gossip),
             readiness,
             latches,
+            admin_server,
         })
     }
 
@@ -128,6 +131,7 @@ impl App {
             gossip,
             readiness,
             latches,
+            admin_server,
         } = self;
         let checker = Checker::new(config.cluster.allow_worker_cidrs.clone())
             .context("building the probe HTTP client")?;
@@ -175,15 +179,25 @@ impl App {
             readiness,
             shutdown: shutdown.clone(),
             list_cache: Default::default(),
+            held: admin::held::HeldLimits::new(node.metrics().admin().clone()),
         });
         let addr = listener.local_addr().context("reading the admin address")?;
-        tracing::info!(node_id = %config.node_id, admin = %addr, token = config.admin_token.is_some(), "admin API listening");
+        tracing::info!(
+            node_id = %config.node_id,
+            admin = %addr,
+            token = config.admin_token.is_some(),
+            max_connections = admin_server.max_connections,
+            "admin API listening"
+        );
         latches[2].release();
-        let stop = shutdown.clone();
-        axum::serve(listener, admin::router(state))
-            .with_graceful_shutdown(async move { stop.cancelled().await })
-            .await
-            .context("admin API server failed")?;
+        admin::server::serve(
+            listener,
+            admin::router(state),
+            admin_server,
+            node.metrics().admin().clone(),
+            shutdown.clone(),
+        )
+        .await;
 
         shutdown.cancel();
         let _ = engine.await;
@@ -208,6 +222,40 @@ impl App {
         }
         Ok(())
     }
+}
+
+/// Raises the open-file limit (SPEC S13) and derives the admin server's connection cap
+/// from it, so that admin connections can never use the descriptors probes need.
+fn admin_server_config(requested: u32) -> admin::server::ServerConfig {
+    use admin::server::fd_limit;
+    let soft = match fd_limit::raise() {
+        Ok(l) => {
+            tracing::info!(
+                before = l.before,
+                soft = l.soft,
+                hard = l.hard,
+                "open-file limit raised to the hard limit"
+            );
+            l.soft
+        }
+        Err(e) => {
+            // Keep going with what we have; the cap below still follows the limit.
+            let soft = rlimit::Resource::NOFILE.get().map_or(1024, |(s, _)| s);
+            tracing::warn!(error = %e, soft, "could not raise the open-file limit");
+            soft
+        }
+    };
+    let cap = fd_limit::effective_max_connections(requested, soft);
+    if cap < requested as usize {
+        tracing::warn!(
+            requested,
+            max_connections = cap,
+            open_file_limit = soft,
+            reserved = fd_limit::reserve(soft),
+            "--admin-max-connections lowered to stay below the open-file limit (descriptors are reserved for probes, gossip and the store); raise `ulimit -n` to allow more"
+        );
+    }
+    admin::server::ServerConfig::new(cap, fd_limit::max_refusing(soft))
 }
 
 /// The gossip TLS identity: operator files, or a private CA made on first start.

@@ -67,6 +67,10 @@ pub struct AgentArgs {
     /// Bearer token required on every mutating admin request.
     #[arg(long, value_name = "TOKEN")]
     pub admin_token: Option<String>,
+    /// Connections the admin API holds at once; past it a new connection gets a fast
+    /// 503. Lowered at start to stay below the open-file limit [default: 1024].
+    #[arg(long, value_name = "N")]
+    pub admin_max_connections: Option<u32>,
     /// Directory for durable state [default: ./probemesh-data].
     #[arg(long, value_name = "DIR")]
     pub data_dir: Option<PathBuf>,

@@ -23,6 +23,9 @@ pub struct AgentConfig {
     pub admin_listen: SocketAddr,
     /// Bearer token for mutating admin requests.
     pub admin_token: Option<String>,
+    /// `--admin-max-connections`: the connection cap asked for (the server lowers it
+    /// below the open-file limit at start, see `admin::server::fd_limit`).
+    pub admin_max_connections: u32,
     /// Durable state directory.
     pub data_dir: PathBuf,
     /// Defaults for workers that do not override their health settings.
@@ -142,6 +145,11 @@ pub mod limits {
     pub const MAX_PATH_LEN: usize = probemesh_gossip::model::validate::MAX_PATH_LEN;
     /// Longest node id (the cluster validator's).
     pub const MAX_NODE_ID_LEN: usize = probemesh_gossip::model::validate::MAX_NODE_ID_LEN;
+    /// Default of `--admin-max-connections` (SPEC section 2).
+    pub const DEFAULT_ADMIN_MAX_CONNECTIONS: u32 = 1024;
+    /// Largest `--admin-max-connections`: far above any sensible local client count;
+    /// each connection may hold up to ~100 KiB of buffers.
+    pub const MAX_ADMIN_MAX_CONNECTIONS: u32 = 1 << 20;
 }
 
 /// The TOML file: the same keys as the flags, in snake_case. Unknown keys are errors.
@@ -151,6 +159,7 @@ struct FileConfig {
     node_id: Option<String>,
     admin_listen: Option<String>,
     admin_token: Option<String>,
+    admin_max_connections: Option<u32>,
     data_dir: Option<PathBuf>,
     probe_interval: Option<String>,
     probe_timeout: Option<String>,
@@ -380,6 +389,21 @@ pub fn load(
         )));
     }
 
+    let admin_max_connections = match r.pick_same(
+        "admin_max_connections",
+        args.admin_max_connections,
+        file.admin_max_connections,
+    ) {
+        Some((v, src)) => match check_admin_max_connections(v) {
+            Ok(()) => v,
+            Err(e) => {
+                r.problem("admin_max_connections", src, e);
+                limits::DEFAULT_ADMIN_MAX_CONNECTIONS
+            }
+        },
+        None => limits::DEFAULT_ADMIN_MAX_CONNECTIONS,
+    };
+
     let data_dir = r
         .pick_path("data_dir", args.data_dir.clone(), file.data_dir)
         .map_or_else(|| PathBuf::from("./probemesh-data"), |(p, _)| p);
@@ -527,6 +551,7 @@ pub fn load(
         node_id,
         admin_listen,
         admin_token,
+        admin_max_connections,
         data_dir,
         probe,
         remove_failed,
@@ -790,6 +815,18 @@ pub fn check_interval(d: Duration) -> Result<(), String> {
     Ok(())
 }
 
+/// The admin connection cap: at least 1 (0 would refuse every client), at most
+/// [`limits::MAX_ADMIN_MAX_CONNECTIONS`].
+pub fn check_admin_max_connections(v: u32) -> Result<(), String> {
+    if v == 0 || v > limits::MAX_ADMIN_MAX_CONNECTIONS {
+        return Err(format!(
+            "{v} is out of range; use 1 to {}",
+            limits::MAX_ADMIN_MAX_CONNECTIONS
+        ));
+    }
+    Ok(())
+}
+
 /// Probe timeouts must be positive.
 pub fn check_timeout(d: Duration) -> Result<(), String> {
     if d < limits::MIN_PROBE_TIMEOUT {
@@ -932,6 +969,71 @@ mod tests {
         assert_eq!(c.workers.len(), 1);
         assert!(!c.remove_failed);
         assert_eq!(c.log_format, LogFormat::Json);
+    }
+
+    #[test]
+    fn admin_max_connections_resolves_like_every_key() {
+        let c = load(&AgentArgs::default(), &env_of(&[])).unwrap();
+        assert_eq!(c.admin_max_connections, 1024, "default");
+        let f = file_with("admin_max_connections = 64\n");
+        let from_file = AgentArgs {
+            config: Some(f.path().to_path_buf()),
+            ..Default::default()
+        };
+        assert_eq!(
+            load(&from_file, &env_of(&[]))
+                .unwrap()
+                .admin_max_connections,
+            64
+        );
+        let env = env_of(&[("PROBEMESH_ADMIN_MAX_CONNECTIONS", " 32 ")]);
+        assert_eq!(
+            load(&from_file, &env).unwrap().admin_max_connections,
+            32,
+            "env beats file"
+        );
+        let flag = AgentArgs {
+            admin_max_connections: Some(8),
+            ..from_file
+        };
+        assert_eq!(
+            load(&flag, &env).unwrap().admin_max_connections,
+            8,
+            "flag wins"
+        );
+    }
+
+    #[test]
+    fn invalid_admin_max_connections_stops_start_up_naming_the_key() {
+        let zero = AgentArgs {
+            admin_max_connections: Some(0),
+            ..Default::default()
+        };
+        let msg = load(&zero, &env_of(&[])).unwrap_err().to_string();
+        assert!(msg.contains("flag --admin-max-connections"), "{msg}");
+        let env = env_of(&[("PROBEMESH_ADMIN_MAX_CONNECTIONS", "lots")]);
+        let msg = load(&AgentArgs::default(), &env).unwrap_err().to_string();
+        assert!(
+            msg.contains("environment variable PROBEMESH_ADMIN_MAX_CONNECTIONS"),
+            "{msg}"
+        );
+        let f = file_with("admin_max_connections = 0\n");
+        let args = AgentArgs {
+            config: Some(f.path().to_path_buf()),
+            ..Default::default()
+        };
+        let msg = load(&args, &env_of(&[])).unwrap_err().to_string();
+        assert!(
+            msg.contains("config file key `admin_max_connections`"),
+            "{msg}"
+        );
+        let f = file_with("admin_max_connections = \"many\"\n");
+        let args = AgentArgs {
+            config: Some(f.path().to_path_buf()),
+            ..Default::default()
+        };
+        let msg = load(&args, &env_of(&[])).unwrap_err().to_string();
+        assert!(msg.contains("admin_max_connections"), "{msg}");
     }
 
     #[test]

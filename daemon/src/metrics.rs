@@ -3,6 +3,10 @@
 //! Counters are updated where things happen; the per-status worker gauge is computed
 //! from the local view at scrape time, so it can never drift from the view.
 
+mod admin;
+
+pub use admin::AdminMetrics;
+
 use crate::registry::View;
 use probemesh_gossip::model::Status;
 use probemesh_gossip::transport::{MessageKind, TransportMetrics};
@@ -94,6 +98,7 @@ pub struct Metrics {
     gossip_owner_claims_refused: Counter,
     store_records_rejected: Family<ReasonLabels, Counter>,
     transport: Arc<OnceLock<Arc<TransportMetrics>>>,
+    admin: AdminMetrics,
 }
 
 /// Exports the gossip transport's own counters at scrape time.
@@ -233,8 +238,10 @@ impl Metrics {
             gossip_owner_claims_refused: Counter::default(),
             store_records_rejected: Family::default(),
             transport: Arc::new(OnceLock::new()),
+            admin: AdminMetrics::default(),
             registry: Registry::default(),
         };
+        m.admin.register(&mut registry);
         registry.register(
             "members",
             "Cluster members by state, as this node sees them",
@@ -356,6 +363,11 @@ impl Metrics {
             .set(1);
         registry.register("build_info", "Build of the running agent", build);
         Metrics { registry, ..m }
+    }
+
+    /// The admin server's metrics (`probemesh_admin_*`).
+    pub fn admin(&self) -> &AdminMetrics {
+        &self.admin
     }
 
     /// Counts one status change.

@@ -44,9 +44,17 @@ pub struct AgentBuilder {
     data_dir: Option<PathBuf>,
     args: Vec<String>,
     env: Vec<(String, String)>,
+    wrapper: Vec<String>,
 }
 
 impl AgentBuilder {
+    /// Runs the agent through a wrapper command that execs it, e.g.
+    /// `&["prlimit", "--nofile=256:256", "--"]` (see [`crate::limits`]).
+    pub fn wrapped_in(mut self, wrapper: &[&str]) -> Self {
+        self.wrapper = wrapper.iter().map(|a| a.to_string()).collect();
+        self
+    }
+
     /// `--node-id` (default: unique per agent).
     pub fn node_id(mut self, id: &str) -> Self {
         self.node_id = Some(id.to_string());
@@ -97,6 +105,7 @@ impl AgentBuilder {
             node_id: self.node_id.unwrap_or_else(unique_node_id),
             args: self.args,
             env: self.env,
+            wrapper: self.wrapper,
             api: Api::new("http://127.0.0.1:0"),
             starts: 0,
             gossip_port: None,
@@ -128,6 +137,7 @@ pub struct Agent {
     node_id: String,
     args: Vec<String>,
     env: Vec<(String, String)>,
+    wrapper: Vec<String>,
     api: Api,
     starts: u32,
     gossip_port: Option<u16>,
@@ -220,6 +230,7 @@ impl Agent {
             .args(self.gossip_args())
             .args(&self.args)
             .envs(self.env.iter().map(|(k, v)| (k, v)));
+        let mut cmd = crate::limits::wrap(cmd, &self.wrapper);
         let _ = writeln!(log, "=== start #{}: {:?}", self.starts, cmd);
         cmd.stdout(Stdio::from(log.try_clone().expect("clone log")))
             .stderr(Stdio::from(log));

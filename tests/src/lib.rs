@@ -8,7 +8,8 @@
 //! - [`wait`]: deadlines scaled by `PROBEMESH_TEST_PATIENCE`, polling, free ports;
 //! - [`require`]: root, tools and mounts a test needs; skips with a printed reason, or
 //!   fails under `PROBEMESH_REQUIRE_ROOT_TESTS=1` (CI);
-//! - [`tmpfs`]: a small tmpfs mount for disk-full tests (root only).
+//! - [`tmpfs`]: a small tmpfs mount for disk-full tests (root only);
+//! - [`limits`]: `prlimit` around the agent, own fd limit, a keep-alive raw client.
 //!
 //! The tests live in `tests/*.rs`, one file per area.
 
@@ -18,6 +19,7 @@ pub mod agent;
 pub mod binary;
 pub mod cluster;
 pub mod http;
+pub mod limits;
 pub mod netns;
 pub mod ns_cluster;
 pub mod require;

@@ -51,11 +51,15 @@ async fn admin_token_is_required_for_changes_only() {
         )
         .await;
     assert_eq!(garbage.status, 401, "{}", garbage.text);
-    // Spaces around the token are ignored; `Bearer` is case-sensitive.
+    // Spaces around the token are ignored; the scheme is case-insensitive (RFC 7235).
     let r = patch_with_authorization(agent.port(), &path, "Bearer  s3cret ").await;
     assert_eq!(r, 200, "extra spaces around the token should be ignored");
-    let r = patch_with_authorization(agent.port(), &path, "bearer s3cret").await;
-    assert_eq!(r, 401, "`Bearer` is case-sensitive");
+    for scheme in ["bearer", "BEARER"] {
+        let r = patch_with_authorization(agent.port(), &path, &format!("{scheme} s3cret")).await;
+        assert_eq!(r, 200, "`{scheme}` is the Bearer scheme");
+    }
+    let r = patch_with_authorization(agent.port(), &path, "Basic s3cret").await;
+    assert_eq!(r, 401, "another scheme is refused");
     // Reads need no token.
     for p in [
         "/v1/workers",

@@ -25,11 +25,9 @@ pub async fn require_token(
         .headers()
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "));
+        .and_then(bearer_token);
     match given {
-        Some(t) if constant_time_eq(t.trim().as_bytes(), expected.as_bytes()) => {
-            Ok(next.run(req).await)
-        }
+        Some(t) if constant_time_eq(t.as_bytes(), expected.as_bytes()) => Ok(next.run(req).await),
         Some(_) => Err(ApiError::new(
             StatusCode::UNAUTHORIZED,
             "UNAUTHORIZED",
@@ -41,6 +39,17 @@ pub async fn require_token(
             "this agent requires a token for changes: send Authorization: Bearer <token> (probemesh --token or PROBEMESH_ADMIN_TOKEN)",
         )),
     }
+}
+
+/// The token of an `Authorization: Bearer <token>` value. The scheme is matched
+/// case-insensitively (RFC 7235 section 2.1: `bearer`, `BEARER` are the same scheme),
+/// and any run of spaces or tabs may separate it from the token.
+fn bearer_token(value: &str) -> Option<&str> {
+    let (scheme, rest) = value.trim_start().split_once([' ', '\t'])?;
+    scheme
+        .eq_ignore_ascii_case("bearer")
+        .then(|| rest.trim())
+        .filter(|t| !t.is_empty())
 }
 
 /// Compares without an early exit, so the time taken does not reveal how much of a
@@ -56,5 +65,28 @@ mod tests {
         assert!(super::constant_time_eq(b"abc", b"abc"));
         assert!(!super::constant_time_eq(b"abc", b"abd"));
         assert!(!super::constant_time_eq(b"abc", b"ab"));
+    }
+
+    #[test]
+    fn bearer_scheme_is_case_insensitive() {
+        for v in [
+            "Bearer s3cret",
+            "bearer s3cret",
+            "BEARER s3cret",
+            "bEaReR   s3cret ",
+            "Bearer\ts3cret",
+        ] {
+            assert_eq!(super::bearer_token(v), Some("s3cret"), "{v:?}");
+        }
+        for v in [
+            "Basic s3cret",
+            "Bearers3cret",
+            "Bearer",
+            "Bearer   ",
+            "s3cret",
+            "",
+        ] {
+            assert_eq!(super::bearer_token(v), None, "{v:?}");
+        }
     }
 }

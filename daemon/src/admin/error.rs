@@ -100,3 +100,24 @@ pub async fn method_not_allowed() -> ApiError {
         "this endpoint does not accept that method; see docs/api.md",
     )
 }
+
+/// A 503 for a bound that is full (connections, blocking queries, event streams):
+/// the JSON error plus `Retry-After`, so clients back off instead of hammering.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Busy {
+    /// The error body.
+    pub error: ApiError,
+    /// Seconds the client should wait before retrying.
+    pub retry_after_secs: u32,
+}
+
+impl IntoResponse for Busy {
+    fn into_response(self) -> Response {
+        let mut r = self.error.into_response();
+        r.headers_mut().insert(
+            axum::http::header::RETRY_AFTER,
+            axum::http::HeaderValue::from(self.retry_after_secs),
+        );
+        r
+    }
+}

@@ -3,8 +3,10 @@
 //! eviction. Each event carries its id; a client reconnecting with `Last-Event-ID` gets
 //! what it missed from a bounded buffer, or a `resync` event telling it to re-read
 //! `GET /v1/workers`. Comments keep idle connections alive. Streams end at shutdown.
+//! At most [`super::held::MAX_EVENT_STREAMS`] are open at once; past it, a 503.
 
 use super::AdminState;
+use super::error::Busy;
 use crate::events::Event;
 use axum::extract::State;
 use axum::http::HeaderMap;
@@ -35,7 +37,8 @@ fn resync(reason: &str) -> SseEvent {
 pub async fn stream(
     State(state): State<Arc<AdminState>>,
     headers: HeaderMap,
-) -> Sse<impl Stream<Item = Result<SseEvent, Infallible>>> {
+) -> Result<Sse<impl Stream<Item = Result<SseEvent, Infallible>>>, Busy> {
+    let held = state.held.open_event_stream()?;
     let last_seen = headers
         .get("last-event-id")
         .and_then(|v| v.to_str().ok())
@@ -73,6 +76,12 @@ pub async fn stream(
             }
         },
     );
-    let all = stream::iter(first.into_iter().map(Ok)).chain(live);
-    Sse::new(all).keep_alive(KeepAlive::new().interval(KEEP_ALIVE))
+    // The slot is released when the stream is dropped (client gone, or shutdown).
+    let all = stream::iter(first.into_iter().map(Ok))
+        .chain(live)
+        .map(move |e| {
+            let _ = &held;
+            e
+        });
+    Ok(Sse::new(all).keep_alive(KeepAlive::new().interval(KEEP_ALIVE)))
 }

@@ -14,14 +14,18 @@
 //! | `GET /metrics` | [`status::metrics`] |
 //!
 //! Mutating requests pass [`auth::require_token`] when `--admin-token` is set. Every
-//! error is JSON, mapped in [`error`].
+//! error is JSON, mapped in [`error`]. The router is served by [`server`] (connection
+//! cap, timeouts, JSON for requests rejected before the router); [`held`] bounds the
+//! blocking queries and event streams held open.
 
 pub mod auth;
 pub mod body;
 pub mod error;
 pub mod events;
+pub mod held;
 pub mod list_cache;
 pub mod members;
+pub mod server;
 pub mod spec_input;
 pub mod status;
 pub mod worker_json;
@@ -46,6 +50,8 @@ pub struct AdminState {
     pub shutdown: tokio_util::sync::CancellationToken,
     /// Rendered worker lists.
     pub list_cache: list_cache::ListCache,
+    /// Bounds on held blocking queries and event streams.
+    pub held: held::HeldLimits,
 }
 
 /// The API router.

@@ -122,12 +122,19 @@ pub async fn list(
     let node = &state.node;
     if let Some(seen) = q.index {
         // Blocking query: hold the answer until the view moves past `seen` or the wait
-        // ends. Waiters sleep on a watch channel and cost nothing while idle.
+        // ends. Waiters sleep on a watch channel and cost little while idle, but their
+        // number is bounded (`held.rs`); one that would not wait needs no slot.
         let mut rx = node.registry().subscribe();
-        let wait = q.wait.unwrap_or(MAX_WAIT);
-        tokio::select! {
-            _ = tokio::time::timeout(wait, rx.wait_for(|idx| *idx > seen)) => {}
-            () = state.shutdown.cancelled() => {}
+        if *rx.borrow_and_update() <= seen {
+            let _held = match state.held.hold_blocking_query() {
+                Ok(h) => h,
+                Err(busy) => return Ok(busy.into_response()),
+            };
+            let wait = q.wait.unwrap_or(MAX_WAIT);
+            tokio::select! {
+                _ = tokio::time::timeout(wait, rx.wait_for(|idx| *idx > seen)) => {}
+                () = state.shutdown.cancelled() => {}
+            }
         }
     }
     let (index, rendered) = state
