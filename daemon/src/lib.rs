@@ -15,6 +15,7 @@ pub mod declarative;
 pub mod events;
 pub mod gateway;
 pub mod health_settings;
+pub mod identity_watch;
 pub mod lifecycle;
 pub mod local_faults;
 pub mod logging;
@@ -27,6 +28,7 @@ pub mod reported;
 pub mod shutdown;
 pub mod store;
 pub mod tls_commands;
+pub mod transport_metrics;
 pub mod version;
 
 /// Installs `ring` as the process-wide rustls provider (see docs/decisions.md).
