@@ -202,6 +202,28 @@ impl GossipHandle {
         ClusterSnapshot::from_raw(raw, &mut cache)
     }
 
+    /// Every member instance's heartbeat as this node knows it, with its node id,
+    /// gossip address and liveness (for diagnostics and tests: a heartbeat that stops
+    /// advancing is what makes the failure detector declare a member dead).
+    pub async fn heartbeats(&self) -> Vec<(String, SocketAddr, u64, bool)> {
+        self.handle
+            .with_chitchat(|c| {
+                let live: std::collections::HashSet<&ChitchatId> = c.live_nodes().collect();
+                c.node_states()
+                    .iter()
+                    .map(|(id, st)| {
+                        (
+                            id.node_id.to_string(),
+                            id.gossip_advertise_addr,
+                            u64::from(st.heartbeat()),
+                            live.contains(id),
+                        )
+                    })
+                    .collect()
+            })
+            .await
+    }
+
     /// The other instances under this node's id, with their heartbeats, and how many
     /// other node ids are known.
     pub async fn self_id_view(&self) -> SelfIdView {
