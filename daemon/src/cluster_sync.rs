@@ -128,7 +128,11 @@ pub async fn sync_once(node: &Arc<Node>, gossip: &GossipHandle, state: &mut Sync
         .map(|since| *since + ADOPT_AFTER)
         .filter(|due| *due > tokio::time::Instant::now())
         .min();
-    state.last = if changed { None } else { Some(now) };
+    // A member still being checked (attestation) is not in the fingerprint: keep
+    // taking full rounds until the check ends, or an eviction waiting on it would wait
+    // for the next unrelated change.
+    let pending = node.cluster().attestation_pending();
+    state.last = if changed || pending { None } else { Some(now) };
 }
 
 /// Returns whether it changed anything.
