@@ -50,12 +50,20 @@ pub struct SimOptions {
     pub real_probes: bool,
 }
 
+/// One simulation at a time in a test binary. Twenty in-process nodes gossiping in real
+/// time already keep two cores busy; ten simulations at once (the test harness runs a
+/// file's tests in parallel) made membership miss its deadlines on a loaded machine.
+static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 /// A simulated cluster.
 pub struct Sim {
     /// The in-memory network.
     pub transport: ChannelTransport,
     /// The nodes, in start order.
     pub nodes: Vec<SimNode>,
+    /// Held while the simulation runs; released when it is stopped or dropped (also when
+    /// its test panics).
+    _turn: tokio::sync::MutexGuard<'static, ()>,
 }
 
 fn addr(i: usize) -> SocketAddr {
@@ -65,10 +73,12 @@ fn addr(i: usize) -> SocketAddr {
 impl Sim {
     /// Starts `n` nodes, each seeded with the first.
     pub async fn start(n: usize, options: impl Fn(usize) -> SimOptions) -> Sim {
+        let turn = ONE_AT_A_TIME.lock().await;
         let transport = ChannelTransport::with_mtu(65_507);
         let mut sim = Sim {
             transport,
             nodes: Vec::new(),
+            _turn: turn,
         };
         for i in 0..n {
             let node = sim.spawn(i, options(i)).await;
