@@ -35,8 +35,8 @@ fn run_agent(args: &cli::AgentArgs) -> ExitCode {
         config_file: args.config.as_deref(),
         env: &|k| std::env::var(k).ok(),
     };
-    // Load and check (pure), then derive what needs the network: both before anything
-    // is opened or bound, both exit 2.
+    // Load and check (reading only the file), then derive what needs the network; both
+    // before anything is opened or bound, both exit 2 on a problem.
     let loaded =
         config::load(&sources).and_then(|c| advertise::resolve(&c.cluster).map(|addr| (c, addr)));
     let (config, advertise) = match loaded {

@@ -27,7 +27,7 @@ pub mod schema;
 #[cfg(test)]
 mod tests;
 
-pub use key::{ENV_PREFIX, env_name, flag_name};
+pub use key::{ENV_PREFIX, FileType, Key, ListKey, Setting, Shown, env_name, flag_name};
 pub use layers::Source;
 pub use parse::{
     check_admin_max_connections, check_interval, check_probe_path, check_threshold, check_timeout,
