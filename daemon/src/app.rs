@@ -5,12 +5,14 @@
 use crate::admin::{self, AdminState};
 use crate::config::{AgentConfig, TlsSource};
 use crate::declarative::Reasserter;
+use crate::identity_watch::IdentityWatch;
 use crate::metrics::Metrics;
 use crate::node::{Node, NodeSettings};
 use crate::probe::{self, check::Checker};
 use crate::readiness::Readiness;
 use crate::store::{RejectedRecord, Store};
 use anyhow::Context;
+use probemesh_gossip::identity::IdentityGuard;
 use probemesh_gossip::model::WorkerSpec;
 use probemesh_gossip::node::{GossipConfig, GossipHandle, spawn_gossip};
 use probemesh_gossip::tls::{self, TlsMaterial};
@@ -31,13 +33,14 @@ pub struct App {
     readiness: Readiness,
     latches: Vec<crate::readiness::Latch>,
     admin_server: admin::server::ServerConfig,
+    identity: IdentityWatch,
 }
 
 impl App {
     /// Opens the data directory and binds the admin address. `advertise` is the gossip
     /// address peers dial (`crate::advertise::resolve`).
     pub async fn build(config: AgentConfig, advertise: SocketAddr) -> anyhow::Result<App> {
-        let (readiness, latches) = Readiness::new(&["state", "gossip", "admin"]);
+        let (readiness, latches) = Readiness::new(&["state", "gossip", "identity", "admin"]);
         let admin_server = admin_server_config(config.admin_max_connections);
         let dir = config.data_dir.clone();
         let (store, report) = tokio::task::spawn_blocking(move || Store::open(&dir))
@@ -81,12 +84,25 @@ impl App {
             )
         })?;
         let tls = load_tls(&config)?;
-        let transport = QuicTransport::new(tls, QuicSettings::default());
-        node.metrics().attach_transport(transport.metrics());
+        // SPEC S10: the node id is the certificate's node name. The configuration
+        // already checked operator files; this also covers auto material from disk.
+        let cert_name = tls
+            .node_name()
+            .context("reading the node name of this node's certificate")?;
+        if cert_name != config.node_id {
+            anyhow::bail!(
+                "the node id `{}` is not the node name `{cert_name}` of this node's certificate; a node's id is the name its certificate was issued for",
+                config.node_id
+            );
+        }
         let c = &config.cluster;
+        let transport =
+            QuicTransport::new(tls, QuicSettings::for_gossip_interval(c.gossip_interval));
+        node.metrics().attach_transport(transport.metrics());
+        let generation = crate::node::unix_ms(std::time::SystemTime::now());
         let gossip_config = GossipConfig {
             node_id: config.node_id.clone(),
-            generation: crate::node::unix_ms(std::time::SystemTime::now()),
+            generation,
             cluster_id: c.cluster_id.clone(),
             listen: c.gossip_listen,
             advertise,
@@ -94,8 +110,18 @@ impl App {
             interval: c.gossip_interval,
             dead_node_grace_period: c.dead_node_grace_period,
             version: crate::version::VERSION.to_string(),
+            identities: Some(transport.identities()),
         };
         let gossip = spawn_gossip(gossip_config, &transport).await?;
+        let guard = IdentityGuard::new(
+            &config.node_id,
+            generation,
+            advertise,
+            c.gossip_interval,
+            !c.seeds.is_empty(),
+            std::time::Instant::now(),
+        );
+        let identity = IdentityWatch::new(guard, latches[2].clone(), readiness.clone());
         tracing::info!(
             cluster_id = %c.cluster_id,
             listen = %c.gossip_listen,
@@ -114,6 +140,7 @@ impl App {
             readiness,
             latches,
             admin_server,
+            identity,
         })
     }
 
@@ -133,6 +160,7 @@ impl App {
             readiness,
             latches,
             admin_server,
+            identity,
         } = self;
         let checker = Checker::new(config.cluster.allow_worker_cidrs.clone())
             .context("building the probe HTTP client")?;
@@ -171,6 +199,7 @@ impl App {
             Arc::clone(&node),
             Arc::clone(&gossip),
             config.cluster.gossip_interval,
+            Some(identity),
             shutdown.child_token(),
         )));
 
@@ -190,7 +219,7 @@ impl App {
             max_connections = admin_server.max_connections,
             "admin API listening"
         );
-        latches[2].release();
+        latches[3].release();
         admin::server::serve(
             listener,
             admin::router(state),

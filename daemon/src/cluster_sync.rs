@@ -8,6 +8,7 @@
 //!   on every worker it tracks, and every tombstone it holds; only differences from
 //!   what it published last are written.
 
+use crate::identity_watch::{IdentityWatch, REPEAT_LOG, Step};
 use crate::lifecycle::import::{self, ImportAction, LocalWorker};
 use crate::node::Node;
 use crate::registry::Origin;
@@ -21,11 +22,14 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
-/// Runs until `stop`.
+/// Runs until `stop`. With `identity`, nothing is imported or published before the
+/// node has joined (no other live process has its id), and a refused node stops syncing
+/// and repeats its refusal in the log until `stop`.
 pub async fn run(
     node: Arc<Node>,
     gossip: Arc<GossipHandle>,
     interval: Duration,
+    mut identity: Option<IdentityWatch>,
     stop: CancellationToken,
 ) {
     let mut index_rx = node.registry().subscribe();
@@ -34,12 +38,29 @@ pub async fn run(
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tokio::select! {
-            () = stop.cancelled() => break,
+            () = stop.cancelled() => return,
             _ = index_rx.changed() => {}
             () = gossip.changed() => {}
             _ = tick.tick() => {}
         }
-        sync_once(&node, &gossip, &mut state).await;
+        let step = match identity.as_mut() {
+            Some(watch) => watch.check(&gossip, node.metrics()).await,
+            None => Step::Sync,
+        };
+        match step {
+            Step::Wait => continue,
+            Step::Sync => sync_once(&node, &gossip, &mut state).await,
+            Step::Refused => break,
+        }
+    }
+    let reason = identity.and_then(|w| w.refused()).unwrap_or_default();
+    let mut repeat = tokio::time::interval(REPEAT_LOG);
+    repeat.tick().await;
+    loop {
+        tokio::select! {
+            () = stop.cancelled() => return,
+            _ = repeat.tick() => tracing::error!(reason = %reason, "still refused: this process is not part of the cluster; stop it or give it its own node id"),
+        }
     }
 }
 
@@ -107,7 +128,11 @@ pub async fn sync_once(node: &Arc<Node>, gossip: &GossipHandle, state: &mut Sync
         .map(|since| *since + ADOPT_AFTER)
         .filter(|due| *due > tokio::time::Instant::now())
         .min();
-    state.last = if changed { None } else { Some(now) };
+    // A member still being checked (attestation) is not in the fingerprint: keep
+    // taking full rounds until the check ends, or an eviction waiting on it would wait
+    // for the next unrelated change.
+    let pending = node.cluster().attestation_pending();
+    state.last = if changed || pending { None } else { Some(now) };
 }
 
 /// Returns whether it changed anything.
@@ -155,7 +180,9 @@ async fn full_sync(node: &Arc<Node>, gossip: &GossipHandle, state: &mut SyncStat
         )
     };
     report_owner_claims(node, &snap, &actions, reported);
-    let adopter = import::is_adopter(node.node_id(), snap.live_node_ids());
+    // Only members seen first-hand can be the adopter: an id invented in relayed state
+    // ("0", which sorts first) would otherwise be chosen and never adopt (S8).
+    let adopter = import::is_adopter(node.node_id(), snap.live_attested_node_ids());
     let advertised_by_live_peers = snap.advertised_by_live_peer.clone();
     node.set_cluster(snap);
     let imported = !actions.is_empty();

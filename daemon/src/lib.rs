@@ -16,6 +16,7 @@ pub mod declarative;
 pub mod events;
 pub mod gateway;
 pub mod health_settings;
+pub mod identity_watch;
 pub mod lifecycle;
 pub mod local_faults;
 pub mod logging;
@@ -28,6 +29,7 @@ pub mod reported;
 pub mod shutdown;
 pub mod store;
 pub mod tls_commands;
+pub mod transport_metrics;
 pub mod version;
 
 /// Installs `ring` as the process-wide rustls provider (see docs/decisions.md).

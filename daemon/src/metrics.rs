@@ -8,16 +8,12 @@ mod admin;
 pub use admin::AdminMetrics;
 
 use crate::registry::View;
+use crate::transport_metrics::TransportCollector;
 use probemesh_gossip::model::Status;
-use probemesh_gossip::transport::{MessageKind, TransportMetrics};
-use prometheus_client::collector::Collector;
+use probemesh_gossip::transport::TransportMetrics;
 use prometheus_client::encoding::EncodeLabelSet;
-use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
-use prometheus_client::metrics::MetricType;
-use prometheus_client::metrics::counter::ConstCounter;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
-use prometheus_client::metrics::gauge::ConstGauge;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
@@ -94,109 +90,13 @@ pub struct Metrics {
     smg_ops: Family<SmgLabels, Counter>,
     smg_up: Gauge,
     gossip_malformed_values: Gauge,
+    identity_rivals: Gauge,
+    identity_refused: Gauge,
     gossip_records_rejected: Family<ReasonLabels, Counter>,
     gossip_owner_claims_refused: Counter,
     store_records_rejected: Family<ReasonLabels, Counter>,
     transport: Arc<OnceLock<Arc<TransportMetrics>>>,
     admin: AdminMetrics,
-}
-
-/// Exports the gossip transport's own counters at scrape time.
-#[derive(Debug)]
-struct TransportCollector(Arc<OnceLock<Arc<TransportMetrics>>>);
-
-impl Collector for TransportCollector {
-    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
-        let Some(t) = self.0.get() else {
-            return Ok(());
-        };
-        let s = t.snapshot();
-        let counters: [(&str, &str, u64); 12] = [
-            (
-                "gossip_messages_out",
-                "Gossip messages sent",
-                s.messages_out,
-            ),
-            (
-                "gossip_bytes_out",
-                "Bytes of gossip messages sent",
-                s.bytes_out,
-            ),
-            (
-                "gossip_messages_in",
-                "Gossip messages received",
-                s.messages_in,
-            ),
-            (
-                "gossip_bytes_in",
-                "Bytes of gossip messages received",
-                s.bytes_in,
-            ),
-            (
-                "gossip_dropped_send_queue_full",
-                "Gossip messages dropped: peer send queue full",
-                s.dropped_send_queue_full,
-            ),
-            (
-                "gossip_dropped_recv_queue_full",
-                "Gossip messages dropped: receive queue full",
-                s.dropped_recv_queue_full,
-            ),
-            (
-                "gossip_dropped_send_failed",
-                "Gossip messages dropped: peer unreachable",
-                s.dropped_send_failed,
-            ),
-            (
-                "gossip_malformed_messages",
-                "Gossip messages that did not decode",
-                s.malformed,
-            ),
-            (
-                "gossip_oversized_messages",
-                "Gossip messages over the size limit",
-                s.oversized,
-            ),
-            (
-                "gossip_connections_dialed",
-                "QUIC connections opened to peers",
-                s.connections_dialed,
-            ),
-            (
-                "gossip_connections_accepted",
-                "QUIC connections accepted from peers",
-                s.connections_accepted,
-            ),
-            (
-                "gossip_handshake_failures",
-                "QUIC/TLS handshakes that failed (foreign CA, timeouts)",
-                s.handshake_failures,
-            ),
-        ];
-        for (name, help, value) in counters {
-            let c = ConstCounter::new(value);
-            let enc = encoder.encode_descriptor(name, help, None, c.metric_type())?;
-            c.encode(enc)?;
-        }
-        let mut enc = encoder.encode_descriptor(
-            "gossip_bytes_out_by_kind",
-            "Bytes of gossip messages sent, by chitchat message kind (syn: digest; synack, ack: digest and deltas)",
-            None,
-            MetricType::Counter,
-        )?;
-        for (kind, value) in MessageKind::ALL.iter().zip(s.bytes_out_by_kind) {
-            let c = ConstCounter::new(value);
-            c.encode(enc.encode_family(&[("kind", kind.as_str())])?)?;
-        }
-        let g = ConstGauge::new(i64::try_from(s.connections_open).unwrap_or(i64::MAX));
-        let enc = encoder.encode_descriptor(
-            "gossip_connections_open",
-            "QUIC connections open",
-            None,
-            g.metric_type(),
-        )?;
-        g.encode(enc)
-    }
 }
 
 impl Default for Metrics {
@@ -234,6 +134,8 @@ impl Metrics {
             smg_ops: Family::default(),
             smg_up: Gauge::default(),
             gossip_malformed_values: Gauge::default(),
+            identity_rivals: Gauge::default(),
+            identity_refused: Gauge::default(),
             gossip_records_rejected: Family::default(),
             gossip_owner_claims_refused: Counter::default(),
             store_records_rejected: Family::default(),
@@ -251,6 +153,16 @@ impl Metrics {
             "gossip_malformed_values",
             "Values in the gossiped cluster state that failed to decode (ignored)",
             m.gossip_malformed_values.clone(),
+        );
+        registry.register(
+            "identity_rivals",
+            "Other live processes seen using this node's id (SPEC S10); should be 0",
+            m.identity_rivals.clone(),
+        );
+        registry.register(
+            "identity_refused",
+            "1 when this process refused to join because another live process has its node id",
+            m.identity_refused.clone(),
         );
         registry.register(
             "gossip_records_rejected",
@@ -444,6 +356,17 @@ impl Metrics {
     pub fn gossip_malformed(&self, n: u64) {
         self.gossip_malformed_values
             .set(i64::try_from(n).unwrap_or(i64::MAX));
+    }
+
+    /// Records how many other live processes use this node's id.
+    pub fn identity_rivals(&self, n: usize) {
+        self.identity_rivals
+            .set(i64::try_from(n).unwrap_or(i64::MAX));
+    }
+
+    /// Records that this process refused to join (another process has its id).
+    pub fn identity_refused(&self) {
+        self.identity_refused.set(1);
     }
 
     /// Counts one dropped peer record (once per record, by the caller's memory).

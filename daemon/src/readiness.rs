@@ -1,13 +1,15 @@
 //! Readiness latches: each subsystem releases its latch once it is up; `/v1/ready`
-//! answers 200 when all are released.
+//! answers 200 when all are released. A node can also be *refused* for good (another
+//! process has its node id, SPEC S10): then it is never ready again in this run.
 
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 
 /// A set of named latches.
 #[derive(Clone, Debug, Default)]
 pub struct Readiness {
     latches: Arc<Vec<(&'static str, AtomicBool)>>,
+    refused: Arc<Mutex<Option<String>>>,
 }
 
 /// Releases one latch.
@@ -22,6 +24,7 @@ impl Readiness {
     pub fn new(names: &[&'static str]) -> (Readiness, Vec<Latch>) {
         let r = Readiness {
             latches: Arc::new(names.iter().map(|n| (*n, AtomicBool::new(false))).collect()),
+            refused: Arc::default(),
         };
         let latches = (0..names.len())
             .map(|index| Latch {
@@ -39,6 +42,22 @@ impl Readiness {
             .filter(|(_, up)| !up.load(Ordering::Acquire))
             .map(|(n, _)| *n)
             .collect()
+    }
+
+    /// Marks the node refused, with the reason `/v1/ready` gives. The first reason stays.
+    pub fn refuse(&self, reason: String) {
+        self.refused
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get_or_insert(reason);
+    }
+
+    /// Why the node was refused, if it was.
+    pub fn refused(&self) -> Option<String> {
+        self.refused
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
     }
 }
 
@@ -63,5 +82,9 @@ mod tests {
         assert_eq!(r.waiting(), vec!["state"]);
         latches[0].release();
         assert!(r.waiting().is_empty());
+        assert_eq!(r.refused(), None);
+        r.clone().refuse("first".into());
+        r.refuse("second".into());
+        assert_eq!(r.refused().as_deref(), Some("first"));
     }
 }

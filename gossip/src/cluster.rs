@@ -1,9 +1,23 @@
 //! A read-only picture of the cluster taken from chitchat's state: who is a member,
 //! which registrations each node advertises, and each node's verdicts. The daemon
 //! reconciles its local view against it.
+//!
+//! Gossip is relayed, so any member can publish state under any node id. Two rules keep
+//! such state from steering this node (SPEC S10):
+//! - **this node's own row comes from this node**: an instance under this node's id
+//!   that is not this process (a restart not yet forgotten, a second process with the
+//!   same id, an impostor) never supplies a verdict or a member row for this id;
+//! - **only attested instances count for adoption and eviction**: an instance is
+//!   attested when the transport saw that node id at that address first-hand
+//!   ([`crate::transport::PeerIdentities`]). Unattested live members are still listed,
+//!   but they are never the adopter, their verdicts neither block nor make an eviction,
+//!   their registrations do not count as advertised by a live member, and while one
+//!   is still being checked ([`ClusterSnapshot::attestation_pending`]) the daemon
+//!   postpones failure evictions rather than decide without it.
 
 use crate::keys::{self, REG_PREFIX, STATUS_PREFIX, TOMB_PREFIX, VERSION_KEY};
 use crate::model::{Registration, Status, Tombstone, WorkerId};
+use crate::transport::Attestation;
 use chitchat::{Chitchat, ChitchatId};
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::net::SocketAddr;
@@ -48,6 +62,8 @@ pub struct Member {
     pub workers_owned: usize,
     /// Its probemesh version, if published.
     pub version: Option<String>,
+    /// Whether this instance was seen first-hand (always true for this node).
+    pub attested: bool,
 }
 
 /// A registration advertised by a node.
@@ -177,9 +193,25 @@ pub struct RawNode {
     version: u64,
     is_self: bool,
     alive: bool,
+    attestation: Attestation,
     /// The member's key-values, copied only when its version moved since the cache saw
     /// it.
     changed: Option<Vec<(String, String)>>,
+}
+
+/// How a member instance entered a snapshot.
+#[derive(Clone, Copy, Debug)]
+struct Seen {
+    is_self: bool,
+    alive: bool,
+    attestation: Attestation,
+}
+
+impl Seen {
+    /// A live peer that counts (attested).
+    fn counts(self) -> bool {
+        self.alive && !self.is_self && self.attestation == Attestation::Attested
+    }
 }
 
 /// What a snapshot needs from chitchat, copied quickly under its lock.
@@ -206,6 +238,7 @@ impl RawState {
                     version,
                     is_self,
                     alive: is_self || live.contains(cid),
+                    attestation: Attestation::Attested,
                     changed: (!cached).then(|| {
                         state
                             .key_values()
@@ -216,6 +249,15 @@ impl RawState {
             })
             .collect();
         RawState { nodes }
+    }
+
+    /// Asks `attest` whether each live peer instance was seen first-hand (outside
+    /// chitchat's lock: it may queue a check). Without it every instance counts as
+    /// attested, as in simulations over chitchat's in-memory transport.
+    pub fn attest_with(&mut self, attest: impl Fn(&ChitchatId) -> Attestation) {
+        for n in self.nodes.iter_mut().filter(|n| n.alive && !n.is_self) {
+            n.attestation = attest(&n.id);
+        }
     }
 }
 
@@ -242,7 +284,13 @@ pub struct ClusterSnapshot {
     /// order (node id, then generation). Verdicts stay per member instead of being
     /// merged into a worker x node matrix: a snapshot then costs O(members), not
     /// O(members x workers), and snapshots are taken on every change of cluster state.
+    /// Only attested instances are kept, and none under this node's own id.
     live_peers: Vec<(String, Arc<NodeRecords>)>,
+    /// This node's id.
+    self_id: Option<String>,
+    /// Whether a live peer instance is still being checked (neither attested nor
+    /// refuted yet).
+    attestation_pending: bool,
     /// Values that failed to decode or validate in this snapshot (dropped).
     pub malformed: u64,
     /// Members whose registrations or tombstones were dropped, with their records.
@@ -287,23 +335,49 @@ impl ClusterSnapshot {
                     r
                 }
             };
-            snap.merge(&node.id, &records, node.is_self, node.alive);
+            let how = Seen {
+                is_self: node.is_self,
+                alive: node.alive,
+                attestation: node.attestation,
+            };
+            snap.merge(&node.id, &records, how);
         }
         cache.nodes.retain(|cid, _| seen.contains(cid));
-        // A restarted node appears twice (old and new generation) until the old state
-        // is forgotten; show one member per node id, alive if any instance is.
-        snap.members.sort_by(|a, b| {
-            a.node_id
-                .cmp(&b.node_id)
-                .then(b.state.cmp_alive_first(&a.state))
-        });
-        snap.members
-            .dedup_by(|later, first| later.node_id == first.node_id);
+        snap.finish();
         snap
     }
 
-    fn merge(&mut self, cid: &ChitchatId, r: &Arc<NodeRecords>, is_self: bool, alive: bool) {
+    /// Drops what must not count now that every member is merged, and picks one member
+    /// row per node id.
+    fn finish(&mut self) {
+        if let Some(me) = self.self_id.as_deref() {
+            // Another instance under this node's id never speaks for this node.
+            self.live_peers.retain(|(node, _)| node != me);
+        }
+        // A restarted node appears twice (old and new generation) until the old state
+        // is forgotten; show one member per node id: this node's own instance for its
+        // id, else an alive one if any, an attested one first, the oldest generation
+        // first (the members come in chitchat's order, and the sort is stable).
+        self.members.sort_by(|a, b| {
+            a.node_id
+                .cmp(&b.node_id)
+                .then(b.is_self.cmp(&a.is_self))
+                .then(b.state.cmp_alive_first(&a.state))
+                .then(b.attested.cmp(&a.attested))
+        });
+        self.members
+            .dedup_by(|later, first| later.node_id == first.node_id);
+    }
+
+    fn merge(&mut self, cid: &ChitchatId, r: &Arc<NodeRecords>, how: Seen) {
+        let Seen { is_self, alive, .. } = how;
         let by = cid.node_id.to_string();
+        if is_self {
+            self.self_id = Some(by.clone());
+        }
+        if alive && !is_self && how.attestation == Attestation::Pending {
+            self.attestation_pending = true;
+        }
         self.malformed += r.malformed;
         if !r.rejected.is_empty() {
             self.rejected_by.push((by.clone(), Arc::clone(r)));
@@ -312,7 +386,7 @@ impl ClusterSnapshot {
             self.newer_format.insert(by.clone());
         }
         for reg in &r.registrations {
-            if alive && !is_self {
+            if how.counts() {
                 let key = (reg.generation, reg.revision);
                 let best = self
                     .advertised_by_live_peer
@@ -345,7 +419,7 @@ impl ClusterSnapshot {
                 self.tombstones.insert(t.id.clone(), t.clone());
             }
         }
-        if alive && !is_self {
+        if how.counts() {
             self.live_peers.push((by.clone(), Arc::clone(r)));
         }
         self.members.push(Member {
@@ -359,12 +433,14 @@ impl ClusterSnapshot {
             is_self,
             workers_owned: r.registrations.len(),
             version: r.version.clone(),
+            attested: is_self || how.attestation == Attestation::Attested,
         });
     }
 
-    /// The verdicts of the live members other than this node on worker `id`, by node
-    /// id. A node seen under two generations (a restart not yet forgotten) counts once,
-    /// with the verdict of its newest instance that has one.
+    /// The verdicts of the live, attested members other than this node on worker `id`,
+    /// by node id. A node seen under two generations (a restart not yet forgotten)
+    /// counts once, with the verdict of its newest instance that has one. Nothing under
+    /// this node's own id is returned: its own verdict is its local status.
     pub fn verdicts_on(&self, id: &WorkerId) -> BTreeMap<&str, Verdict> {
         let mut by_node = BTreeMap::new();
         for (node, records) in &self.live_peers {
@@ -391,115 +467,24 @@ impl ClusterSnapshot {
             .filter(|m| m.state == MemberState::Alive)
             .map(|m| m.node_id.as_str())
     }
+
+    /// Node ids of the live members that were seen first-hand, self included: the
+    /// candidates for adoption (SPEC S8). An id invented in relayed state (`"0"`,
+    /// which would sort first and never adopt) is not among them.
+    pub fn live_attested_node_ids(&self) -> impl Iterator<Item = &str> {
+        self.members
+            .iter()
+            .filter(|m| m.state == MemberState::Alive && m.attested)
+            .map(|m| m.node_id.as_str())
+    }
+
+    /// Whether a live peer instance is still being checked: decisions that need every
+    /// live member's say (failure eviction, S6 b) wait until it is attested or refuted.
+    pub fn attestation_pending(&self) -> bool {
+        self.attestation_pending
+    }
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn id(node: &str, generation: u64) -> ChitchatId {
-        ChitchatId::new(
-            node.to_string(),
-            generation,
-            "127.0.0.1:7800".parse().unwrap(),
-        )
-    }
-
-    fn records(verdicts: &[(&WorkerId, Status)]) -> Arc<NodeRecords> {
-        Arc::new(NodeRecords {
-            verdicts: verdicts
-                .iter()
-                .map(|(w, status)| {
-                    (
-                        (*w).clone(),
-                        Verdict {
-                            generation: 1,
-                            status: *status,
-                            since_ms: 5,
-                        },
-                    )
-                })
-                .collect(),
-            ..NodeRecords::default()
-        })
-    }
-
-    #[test]
-    fn invalid_records_are_dropped_and_reported_with_a_stable_fingerprint() {
-        use crate::model::{WorkerSpec, WorkerUrl};
-        let url = WorkerUrl::parse("http://10.0.0.1:8000").unwrap();
-        let mut reg = Registration {
-            id: url.id(),
-            generation: 1,
-            owner: "rogue".into(),
-            registered_at_ms: 0,
-            revision: 0,
-            spec: WorkerSpec::new(url),
-        };
-        let good = keys::encode_registration(&reg).unwrap();
-        reg.spec.health.interval_ms = Some(0);
-        let bad = keys::encode_registration(&reg).unwrap();
-        let key = keys::reg_key(&reg.id);
-        let decode =
-            |v: &str| NodeRecords::decode([(key.as_str(), v), ("tomb:zz", "!!")].into_iter());
-        let ok = decode(&good);
-        assert_eq!(ok.registrations.len(), 1);
-        assert_eq!(ok.rejected.len(), 1, "the broken tombstone");
-        let r = decode(&bad);
-        assert!(r.registrations.is_empty(), "an invalid record is dropped");
-        assert_eq!(r.malformed, 2);
-        let reasons: Vec<&str> = r.rejected.iter().map(|x| x.reason).collect();
-        assert_eq!(reasons, ["health_interval", "base64"]);
-        assert_eq!(
-            decode(&bad).rejected,
-            r.rejected,
-            "same record, same fingerprint"
-        );
-        assert_ne!(r.rejected[0].fingerprint, ok.rejected[0].fingerprint);
-        let mut snap = ClusterSnapshot::default();
-        snap.merge(&id("rogue", 1), &Arc::new(r), false, true);
-        assert!(snap.registrations.is_empty());
-        let seen: Vec<(&str, &str)> = snap.rejections().map(|(by, x)| (by, x.reason)).collect();
-        assert_eq!(seen, [("rogue", "health_interval"), ("rogue", "base64")]);
-    }
-
-    #[test]
-    fn verdicts_come_from_live_peers_only_one_per_node() {
-        let w = WorkerId::parse("00000000000000aa").unwrap();
-        let other = WorkerId::parse("00000000000000bb").unwrap();
-        let mut snap = ClusterSnapshot::default();
-        // Self and dead members do not count; a restarted node (two generations) counts
-        // once, with its newest instance's verdict when that one has one.
-        snap.merge(&id("a", 1), &records(&[(&w, Status::Ready)]), true, true);
-        snap.merge(&id("b", 1), &records(&[(&w, Status::Failed)]), false, true);
-        snap.merge(&id("b", 2), &records(&[(&w, Status::Ready)]), false, true);
-        snap.merge(
-            &id("c", 1),
-            &records(&[(&w, Status::Pending)]),
-            false,
-            false,
-        );
-        snap.merge(
-            &id("d", 1),
-            &records(&[(&w, Status::NotReady)]),
-            false,
-            true,
-        );
-        snap.merge(
-            &id("e", 1),
-            &records(&[(&other, Status::Ready)]),
-            false,
-            true,
-        );
-        let seen: Vec<(&str, Status)> = snap
-            .verdicts_on(&w)
-            .into_iter()
-            .map(|(node, v)| (node, v.status))
-            .collect();
-        assert_eq!(seen, [("b", Status::Ready), ("d", Status::NotReady)]);
-        assert!(
-            snap.verdicts_on(&WorkerId::parse("00000000000000cc").unwrap())
-                .is_empty()
-        );
-    }
-}
+#[path = "cluster_tests.rs"]
+mod tests;

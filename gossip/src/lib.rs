@@ -2,12 +2,15 @@
 //!
 //! This crate holds what every node must agree on byte for byte: worker identity
 //! ([`model::WorkerUrl`], [`model::WorkerId`]), the registration and tombstone records
-//! that are stored on disk and (from the gossip issue on) exchanged between nodes, and
-//! the versioned [`codec`] that encodes them. It has no I/O and no async code, so both the
-//! daemon and in-process simulations can use it freely.
+//! that are stored on disk and exchanged between nodes, the versioned [`codec`] that
+//! encodes them, and the gossip layer itself: chitchat's key layout ([`keys`]), the
+//! decoded [`cluster`] view, node identity ([`identity`], [`tls`]) and the QUIC
+//! [`transport`]. The model and codec have no I/O, so both the daemon and in-process
+//! simulations can use them freely.
 
 pub mod cluster;
 pub mod codec;
+pub mod identity;
 pub mod keys;
 pub mod model;
 pub mod node;

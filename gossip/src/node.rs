@@ -2,7 +2,9 @@
 //! cluster.
 
 use crate::cluster::ClusterSnapshot;
+use crate::identity::Sighting;
 use crate::keys;
+use crate::transport::PeerIdentities;
 use chitchat::transport::Transport;
 use chitchat::{ChitchatConfig, ChitchatHandle, ChitchatId, FailureDetectorConfig, ListenerHandle};
 use std::net::SocketAddr;
@@ -31,6 +33,30 @@ pub struct GossipConfig {
     pub dead_node_grace_period: Duration,
     /// The probemesh version this node publishes.
     pub version: String,
+    /// The member instances the transport saw first-hand (`QuicTransport::identities`).
+    /// `None` (chitchat's in-memory transport) counts every member as attested.
+    pub identities: Option<Arc<PeerIdentities>>,
+}
+
+/// Why gossip could not start or stop cleanly.
+#[derive(Debug, thiserror::Error)]
+pub enum GossipError {
+    /// chitchat could not start (most often: the transport could not bind).
+    #[error("cannot start gossip: {0}")]
+    Start(#[source] Box<dyn std::error::Error + Send + Sync>),
+    /// chitchat's task did not stop cleanly.
+    #[error("gossip did not stop cleanly: {0}")]
+    Stop(#[source] Box<dyn std::error::Error + Send + Sync>),
+}
+
+/// What chitchat knows about this node's own id, for the duplicate-id guard
+/// ([`crate::identity::IdentityGuard`]).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct SelfIdView {
+    /// Other node ids known (alive or not).
+    pub peers: usize,
+    /// Instances under this node's id that are not this process.
+    pub others: Vec<Sighting>,
 }
 
 /// The failure detector tuned to the gossip interval: the first heartbeat interval is
@@ -56,6 +82,7 @@ pub struct GossipHandle {
     /// their copy and decode phases.
     decode_cache: tokio::sync::Mutex<crate::cluster::DecodeCache>,
     changed: Arc<Notify>,
+    identities: Option<Arc<PeerIdentities>>,
     _listener: ListenerHandle,
 }
 
@@ -71,7 +98,7 @@ impl std::fmt::Debug for GossipHandle {
 pub async fn spawn_gossip(
     config: GossipConfig,
     transport: &dyn Transport,
-) -> anyhow::Result<GossipHandle> {
+) -> Result<GossipHandle, GossipError> {
     let chitchat_id = ChitchatId::new(config.node_id.clone(), config.generation, config.advertise);
     let cc = ChitchatConfig {
         chitchat_id,
@@ -88,7 +115,9 @@ pub async fn spawn_gossip(
         extra_liveness_predicate: None,
     };
     let initial = vec![(keys::VERSION_KEY.to_string(), config.version.clone())];
-    let handle = chitchat::spawn_chitchat(cc, initial, transport).await?;
+    let handle = chitchat::spawn_chitchat(cc, initial, transport)
+        .await
+        .map_err(|e| GossipError::Start(e.into()))?;
     let changed = Arc::new(Notify::new());
     let notify = Arc::clone(&changed);
     // Runs under chitchat's lock: only wake the reconciler, never read state here.
@@ -101,6 +130,7 @@ pub async fn spawn_gossip(
         handle,
         decode_cache: tokio::sync::Mutex::new(Default::default()),
         changed,
+        identities: config.identities,
         _listener: listener,
     })
 }
@@ -162,11 +192,63 @@ impl GossipHandle {
         // Copy under chitchat's lock (cheap), decode and merge after releasing it, so
         // that gossip messages are never held up by a large cluster state.
         let mut cache = self.decode_cache.lock().await;
-        let raw = self
+        let mut raw = self
             .handle
             .with_chitchat(|c| crate::cluster::RawState::collect(c, &cache))
             .await;
+        if let Some(ids) = &self.identities {
+            raw.attest_with(|cid| ids.attestation(&cid.node_id, cid.gossip_advertise_addr));
+        }
         ClusterSnapshot::from_raw(raw, &mut cache)
+    }
+
+    /// Every member instance's heartbeat as this node knows it, with its node id,
+    /// gossip address and liveness (for diagnostics and tests: a heartbeat that stops
+    /// advancing is what makes the failure detector declare a member dead).
+    pub async fn heartbeats(&self) -> Vec<(String, SocketAddr, u64, bool)> {
+        self.handle
+            .with_chitchat(|c| {
+                let live: std::collections::HashSet<&ChitchatId> = c.live_nodes().collect();
+                c.node_states()
+                    .iter()
+                    .map(|(id, st)| {
+                        (
+                            id.node_id.to_string(),
+                            id.gossip_advertise_addr,
+                            u64::from(st.heartbeat()),
+                            live.contains(id),
+                        )
+                    })
+                    .collect()
+            })
+            .await
+    }
+
+    /// The other instances under this node's id, with their heartbeats, and how many
+    /// other node ids are known.
+    pub async fn self_id_view(&self) -> SelfIdView {
+        self.handle
+            .with_chitchat(|c| {
+                let me = c.self_chitchat_id().clone();
+                let mut view = SelfIdView::default();
+                let mut ids = std::collections::BTreeSet::new();
+                for (cid, state) in c.node_states() {
+                    if cid.node_id == me.node_id {
+                        if *cid != me {
+                            view.others.push(Sighting {
+                                generation: cid.generation_id,
+                                addr: cid.gossip_advertise_addr,
+                                heartbeat: u64::from(state.heartbeat()),
+                            });
+                        }
+                    } else {
+                        ids.insert(&cid.node_id);
+                    }
+                }
+                view.peers = ids.len();
+                view
+            })
+            .await
     }
 
     /// Stops the gossip task at once, as a crash would (no goodbye to peers).
@@ -175,7 +257,10 @@ impl GossipHandle {
     }
 
     /// Stops gossiping.
-    pub async fn shutdown(self) -> anyhow::Result<()> {
-        self.handle.shutdown().await
+    pub async fn shutdown(self) -> Result<(), GossipError> {
+        self.handle
+            .shutdown()
+            .await
+            .map_err(|e| GossipError::Stop(e.into()))
     }
 }

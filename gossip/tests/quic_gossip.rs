@@ -41,6 +41,7 @@ async fn start(
         interval: Duration::from_millis(100),
         dead_node_grace_period: Duration::from_secs(60),
         version: "test".into(),
+        identities: Some(transport.identities()),
     };
     (spawn_gossip(config, &transport).await.unwrap(), metrics)
 }
@@ -234,6 +235,7 @@ async fn a_peer_restarted_on_the_same_address_is_heard_again_within_two_seconds(
             interval: Duration::from_millis(100),
             dead_node_grace_period: Duration::from_secs(60),
             version: "test".into(),
+            identities: Some(transport.identities()),
         };
         if let Ok(h) = spawn_gossip(config, &transport).await {
             b2 = Some(h);

@@ -88,6 +88,17 @@ impl AgentBuilder {
     /// Starts the agent and waits until `/v1/ready` answers 200. Panics (with the log)
     /// if it does not.
     pub async fn start(self) -> Agent {
+        self.launch(true).await
+    }
+
+    /// Starts the agent and waits until its admin API answers `/v1/ready` with any
+    /// status (for agents expected to stay unready, such as a refused one). Panics
+    /// (with the log) if the process exits first.
+    pub async fn start_unready(self) -> Agent {
+        self.launch(false).await
+    }
+
+    async fn launch(self, ready: bool) -> Agent {
         let tmp = tempfile::Builder::new()
             .prefix("probemesh-agent-")
             .tempdir()
@@ -115,7 +126,7 @@ impl AgentBuilder {
             agent.port = free_port();
             agent.gossip_port = None;
             agent.api = Api::new(format!("http://127.0.0.1:{}", agent.port));
-            match agent.spawn_and_wait().await {
+            match agent.spawn_and_wait(ready).await {
                 Ok(()) => return agent,
                 Err(e) if lost_port_race(&e) => last = e,
                 Err(e) => panic!("{e}"),
@@ -211,7 +222,7 @@ impl Agent {
         log.get(offset as usize..).unwrap_or(&log).to_string()
     }
 
-    async fn spawn_and_wait(&mut self) -> Result<(), String> {
+    async fn spawn_and_wait(&mut self, ready: bool) -> Result<(), String> {
         self.starts += 1;
         let offset = self.log_len();
         let mut log = std::fs::OpenOptions::new()
@@ -235,7 +246,12 @@ impl Agent {
         cmd.stdout(Stdio::from(log.try_clone().expect("clone log")))
             .stderr(Stdio::from(log));
         self.child = Some(cmd.spawn().expect("spawn probemesh agent"));
-        match self.wait_ready().await {
+        let waited = if ready {
+            self.wait_ready().await
+        } else {
+            self.wait_answering().await
+        };
+        match waited {
             Ok(()) => Ok(()),
             Err(e) => {
                 self.kill9();
@@ -285,6 +301,32 @@ impl Agent {
             };
             if Instant::now() >= deadline {
                 return Err(format!("agent not ready in time; last: {last}"));
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// Waits until `/v1/ready` answers at all for this node id (any status); `Err` if
+    /// the process exits first or the deadline passes.
+    pub async fn wait_answering(&mut self) -> Result<(), String> {
+        let deadline = Instant::now() + scaled(READY_DEADLINE);
+        loop {
+            if let Some(c) = self.child.as_mut()
+                && let Ok(Some(status)) = c.try_wait()
+            {
+                return Err(format!("agent exited ({status}) before its API answered"));
+            }
+            let last = match self
+                .api
+                .try_send(reqwest::Method::GET, "/v1/ready", None)
+                .await
+            {
+                Ok(r) if r.body["node_id"] == self.node_id.as_str() => return Ok(()),
+                Ok(r) => format!("HTTP {}: {}", r.status, r.text),
+                Err(e) => e,
+            };
+            if Instant::now() >= deadline {
+                return Err(format!("agent's API did not answer in time; last: {last}"));
             }
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
@@ -340,7 +382,7 @@ impl Agent {
         self.kill9();
         let mut last = String::new();
         for _ in 0..START_ATTEMPTS {
-            match self.spawn_and_wait().await {
+            match self.spawn_and_wait(true).await {
                 Ok(()) => return,
                 Err(e) if lost_port_race(&e) => {
                     last = e;

@@ -15,10 +15,16 @@ pub async fn health(State(state): State<Arc<AdminState>>) -> impl IntoResponse {
 }
 
 /// `GET /v1/ready`: 200 once every subsystem reported ready and the node can still make
-/// changes durable, else 503 naming what is missing.
+/// changes durable, else 503 naming what is missing. `refused` (another live process
+/// has this node's id) outranks everything: it lasts until the process is restarted.
 pub async fn ready(State(state): State<Arc<AdminState>>) -> impl IntoResponse {
     let waiting = state.readiness.waiting();
-    if let Some(reason) = state.node.store_stopped() {
+    if let Some(reason) = state.readiness.refused() {
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Json(json!({"status": "refused", "node_id": state.node.node_id(), "reason": reason})),
+        )
+    } else if let Some(reason) = state.node.store_stopped() {
         // Probing and routing still work, but no change can be acknowledged: an
         // orchestrator should take this replica out and an operator must act.
         (

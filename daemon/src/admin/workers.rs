@@ -233,14 +233,7 @@ fn one(state: &AdminState, id: &WorkerId, with_views: bool) -> Result<(u64, Valu
     let mut w = WorkerJson::new(e, node.health(&e.reg.spec));
     if with_views {
         let mut views = BTreeMap::new();
-        views.insert(
-            node.node_id().to_string(),
-            ViewJson {
-                status: e.status,
-                updated_at: rfc3339(e.status_since),
-            },
-        );
-        // Peers' verdicts on this generation, from the live members only.
+        // Peers' verdicts on this generation, from the live, attested members only.
         let cluster = node.cluster();
         for (peer, v) in cluster
             .verdicts_on(id)
@@ -256,6 +249,15 @@ fn one(state: &AdminState, id: &WorkerId, with_views: bool) -> Result<(u64, Valu
                 },
             );
         }
+        // This node's own row is its local status, never a value gossiped under its id
+        // (SPEC S10): inserted last, so nothing above can stand in for it.
+        views.insert(
+            node.node_id().to_string(),
+            ViewJson {
+                status: e.status,
+                updated_at: rfc3339(e.status_since),
+            },
+        );
         w = w.with_views(views);
     }
     let value = serde_json::to_value(&w)

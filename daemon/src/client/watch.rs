@@ -65,6 +65,17 @@ fn line(f: &SseFrame) -> String {
     }
 }
 
+/// The wait a 503 asks for in `Retry-After` (seconds), 1 s when absent, at most 30 s.
+fn retry_after(headers: &reqwest::header::HeaderMap) -> Duration {
+    headers
+        .get(reqwest::header::RETRY_AFTER)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<u64>().ok())
+        .map_or(Duration::from_secs(1), |s| {
+            Duration::from_secs(s.clamp(1, 30))
+        })
+}
+
 /// Follows the event stream until interrupted.
 pub async fn run(api: &Api, json: bool) -> anyhow::Result<()> {
     let mut last_id: Option<String> = None;
@@ -81,6 +92,23 @@ pub async fn run(api: &Api, json: bool) -> anyhow::Result<()> {
             Ok(r) if r.status().is_success() => {
                 failures = 0;
                 r
+            }
+            // Busy (too many event streams, or too many connections): wait as asked.
+            Ok(r) if r.status() == reqwest::StatusCode::SERVICE_UNAVAILABLE => {
+                failures += 1;
+                if failures > 30 {
+                    return Err(anyhow!(
+                        "the agent at {} kept answering 503 (busy) to /v1/events",
+                        api.base
+                    ));
+                }
+                let wait = retry_after(r.headers());
+                eprintln!(
+                    "the agent is busy (503); retrying in {}",
+                    humantime::format_duration(wait)
+                );
+                tokio::time::sleep(wait).await;
+                continue;
             }
             Ok(r) => return Err(anyhow!("the agent answered {} to /v1/events", r.status())),
             Err(e) => {
@@ -119,6 +147,18 @@ pub async fn run(api: &Api, json: bool) -> anyhow::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn retry_after_is_honoured_within_bounds() {
+        let mut h = reqwest::header::HeaderMap::new();
+        assert_eq!(retry_after(&h), Duration::from_secs(1));
+        h.insert(reqwest::header::RETRY_AFTER, "5".parse().unwrap());
+        assert_eq!(retry_after(&h), Duration::from_secs(5));
+        h.insert(reqwest::header::RETRY_AFTER, "3600".parse().unwrap());
+        assert_eq!(retry_after(&h), Duration::from_secs(30));
+        h.insert(reqwest::header::RETRY_AFTER, "soon".parse().unwrap());
+        assert_eq!(retry_after(&h), Duration::from_secs(1));
+    }
 
     #[test]
     fn frames_are_parsed_and_partial_ones_kept() {

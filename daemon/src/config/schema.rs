@@ -110,16 +110,19 @@ fn none<T>() -> Option<T> {
     None
 }
 
-/// `--node-id`. The host-name default is applied by `node_id.rs`, which also decides
-/// how the id relates to the TLS certificate.
+/// `--node-id`. Its default is decided by `node_id.rs`: the certificate's node name with
+/// `--tls-cert`, else [`default_node_id`].
 pub const NODE_ID: Key<String> = Key {
     name: "node_id",
     value_name: "NAME",
-    help: "Unique name of this node [default: host name]",
+    help: "Unique name of this node; with --tls-cert it must be the certificate's node \
+           name [default: the certificate's node name with --tls-cert, else the host name]",
     file_type: FileType::String,
     parse: parse::node_id,
     default: default_node_id,
-    shown: Shown::Text("host name (`probemesh` if the host name is not a valid node id)"),
+    shown: Shown::Text(
+        "with `--tls-cert`: the node name in the certificate (its subject CN); else the host name (`probemesh` if the host name is not a valid node id)",
+    ),
 };
 
 /// `--admin-listen`.

@@ -29,8 +29,8 @@ fn env_of(pairs: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> + use<> {
     move |k: &str| map.get(k).cloned()
 }
 
-/// Loads from `argv` (after `probemesh agent`) and `env`.
-fn load_from(argv: &[&str], env: &[(&str, &str)]) -> Result<AgentConfig, ConfigError> {
+/// Loads from `argv` (after `probemesh agent`) and `env`, as `main` does.
+pub(super) fn load_from(argv: &[&str], env: &[(&str, &str)]) -> Result<AgentConfig, ConfigError> {
     let args = agent_args(argv);
     let env = env_of(env);
     load(&Sources {
@@ -367,26 +367,27 @@ fn cluster_settings_resolve_and_are_checked_together() {
     ] {
         assert!(msg.contains(needle), "missing {needle} in:\n{msg}");
     }
+    // The three files together (read at load for the node id, SPEC S10).
+    let dir = tempfile::tempdir().unwrap();
+    let ca_dir = dir.path().join("ca");
+    probemesh_gossip::tls::create_ca(&ca_dir).unwrap();
+    let (cert, key) =
+        probemesh_gossip::tls::create_node_cert(&ca_dir, "n1", &[], &[], dir.path()).unwrap();
+    let ca = ca_dir.join("ca.pem");
     let c = load_from(
         &[
             "--tls-ca",
-            "ca.pem",
+            ca.to_str().unwrap(),
             "--tls-cert",
-            "n.pem",
+            cert.to_str().unwrap(),
             "--tls-key",
-            "k.pem",
+            key.to_str().unwrap(),
         ],
         &[],
     )
     .unwrap();
-    assert_eq!(
-        c.cluster.tls,
-        TlsSource::Files {
-            ca: "ca.pem".into(),
-            cert: "n.pem".into(),
-            key: "k.pem".into()
-        }
-    );
+    assert_eq!(c.node_id, "n1");
+    assert_eq!(c.cluster.tls, TlsSource::Files { ca, cert, key });
 }
 
 #[test]

@@ -45,8 +45,13 @@ impl Node {
 
     /// Whether the cluster agrees to evict `generation` of `id` for failure: this node
     /// holds it failed, `--remove-failed` is on and every other live member tracking it
-    /// reports failed (S6 b).
+    /// reports failed (S6 b). Only members seen first-hand count (an invented member
+    /// neither blocks nor makes an eviction); while a live member is still being
+    /// checked, the decision waits, so a member that just joined is never left out.
     pub fn eviction_agreed(&self, id: &WorkerId, generation: u64) -> bool {
+        if self.cluster().attestation_pending() {
+            return false;
+        }
         let local = self
             .registry
             .get(id)

@@ -123,12 +123,14 @@ impl Sim {
             interval: INTERVAL,
             dead_node_grace_period: opts.grace.unwrap_or(Duration::from_secs(3600)),
             version: "sim".into(),
+            identities: None,
         };
         let gossip = Arc::new(spawn_gossip(config, &self.transport).await.unwrap());
         tokio::spawn(probemesh::cluster_sync::run(
             Arc::clone(&node),
             Arc::clone(&gossip),
             INTERVAL,
+            None,
             stop.clone(),
         ));
         SimNode {
@@ -173,6 +175,7 @@ impl Sim {
             interval: INTERVAL,
             dead_node_grace_period: Duration::from_secs(3600),
             version: "rogue".into(),
+            identities: None,
         };
         Arc::new(spawn_gossip(config, &self.transport).await.unwrap())
     }

@@ -3,12 +3,15 @@
 //! certificates required).
 //!
 //! Trust is membership in the cluster CA: a peer is accepted when its certificate chains
-//! to the CA, whatever name it carries, because peers are dialed by the addresses they
-//! gossip, not by names. See docs/security.md.
+//! to the CA, because peers are dialed by the addresses they gossip, not by names. The
+//! name a certificate carries ([`name`]) is the node's identity: the agent's node id
+//! must equal it, and the transport binds each connection to it. See docs/security.md.
 
 mod generate;
+pub mod name;
 
 pub use generate::{AutoTls, create_ca, create_node_cert, ensure_auto_material};
+pub use name::{CertFileNameError, NameError, cert_file_node_name, node_name};
 
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::pki_types::pem::PemObject;
@@ -150,6 +153,14 @@ impl TlsMaterial {
         Ok(m)
     }
 
+    /// The node name of this node's certificate (its CN), which is its node id.
+    pub fn node_name(&self) -> Result<String, NameError> {
+        self.chain
+            .first()
+            .ok_or(NameError::NotACertificate)
+            .and_then(node_name)
+    }
+
     /// Bytes that stay the same across restarts and are secret: used to derive the
     /// QUIC stateless-reset key, so a restarted node can reset its peers' stale
     /// connections at once.
@@ -275,6 +286,7 @@ mod tests {
         m.client_config().unwrap();
         m.server_config().unwrap();
         assert!(!m.stable_secret().is_empty());
+        assert_eq!(m.node_name().unwrap(), "node-a");
     }
 
     #[test]

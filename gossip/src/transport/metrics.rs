@@ -1,4 +1,7 @@
 //! Counters of the gossip transport, read by the daemon's `/metrics`.
+//!
+//! Plain atomics, so the transport's tasks never wait on a metrics lock; the daemon copies
+//! them with [`TransportMetrics::snapshot`] at scrape time.
 
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 
@@ -18,7 +21,68 @@ pub struct TransportMetrics {
     pub(crate) connections_accepted: AtomicU64,
     pub(crate) connections_open: AtomicU64,
     pub(crate) handshake_failures: AtomicU64,
+    pub(crate) connections_replaced: AtomicU64,
     pub(crate) bytes_out_by_kind: [AtomicU64; MessageKind::ALL.len()],
+    pub(crate) identity_refused: [AtomicU64; IDENTITY_REASONS.len()],
+    pub(crate) bounds_hit: [AtomicU64; Bound::ALL.len()],
+}
+
+/// Reasons a message or connection is refused for speaking as another node, in counter
+/// order: `no_name` (the certificate names no node) and the rules of
+/// [`super::identity`].
+pub const IDENTITY_REASONS: [&str; 5] = [
+    "no_name",
+    "no_own_entry",
+    "kept_alive",
+    "unlisted",
+    "too_many_others",
+];
+
+/// The bounds on what one peer can make this node hold or do, each counted when hit
+/// (`probemesh_gossip_bounds_hit_total{bound}`). The numbers are in docs/security.md.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Bound {
+    /// A stream longer than the largest message.
+    MessageSize,
+    /// A delta that would inflate past `scan::MAX_DECODED`.
+    DecodedSize,
+    /// A delta with more than `scan::MAX_DELTA_OPS` operations.
+    DeltaOps,
+    /// The peer's receive queue was full.
+    PeerQueue,
+    /// The peer sent faster than its message rate.
+    PeerRate,
+    /// The peer's certificate name had more connections than allowed (the oldest was
+    /// closed).
+    ConnectionsPerName,
+    /// Too many handshakes at once (the new one was refused).
+    Handshakes,
+}
+
+impl Bound {
+    /// Every bound, in counter order.
+    pub const ALL: [Bound; 7] = [
+        Bound::MessageSize,
+        Bound::DecodedSize,
+        Bound::DeltaOps,
+        Bound::PeerQueue,
+        Bound::PeerRate,
+        Bound::ConnectionsPerName,
+        Bound::Handshakes,
+    ];
+
+    /// The label value used in metrics.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Bound::MessageSize => "message_size",
+            Bound::DecodedSize => "decoded_size",
+            Bound::DeltaOps => "delta_ops",
+            Bound::PeerQueue => "peer_queue",
+            Bound::PeerRate => "peer_rate",
+            Bound::ConnectionsPerName => "connections_per_name",
+            Bound::Handshakes => "handshakes",
+        }
+    }
 }
 
 /// The kinds of chitchat messages, for per-kind traffic counters: a large share of
@@ -83,7 +147,7 @@ pub struct TransportStats {
     pub bytes_in: u64,
     /// Messages dropped because a peer's send queue was full.
     pub dropped_send_queue_full: u64,
-    /// Messages dropped because the receive queue was full.
+    /// Messages dropped because the sending peer's receive queue was full.
     pub dropped_recv_queue_full: u64,
     /// Messages dropped because the peer could not be reached.
     pub dropped_send_failed: u64,
@@ -99,8 +163,27 @@ pub struct TransportStats {
     pub connections_open: u64,
     /// Handshakes that failed (TLS refused, timeout, protocol error).
     pub handshake_failures: u64,
+    /// Connections closed because a newer one from the same address replaced them.
+    pub connections_replaced: u64,
     /// Bytes sent per message kind, indexed like [`MessageKind::ALL`].
     pub bytes_out_by_kind: [u64; MessageKind::ALL.len()],
+    /// Messages (or connections, for `no_name`) refused for speaking as another node,
+    /// indexed like [`IDENTITY_REASONS`].
+    pub identity_refused: [u64; IDENTITY_REASONS.len()],
+    /// Times each bound was hit, indexed like [`Bound::ALL`].
+    pub bounds_hit: [u64; Bound::ALL.len()],
+}
+
+impl TransportStats {
+    /// All identity refusals.
+    pub fn identity_refused_total(&self) -> u64 {
+        self.identity_refused.iter().sum()
+    }
+
+    /// How often `bound` was hit.
+    pub fn bound(&self, bound: Bound) -> u64 {
+        self.bounds_hit[bound as usize]
+    }
 }
 
 impl TransportMetrics {
@@ -120,7 +203,20 @@ impl TransportMetrics {
             connections_accepted: self.connections_accepted.load(Relaxed),
             connections_open: self.connections_open.load(Relaxed),
             handshake_failures: self.handshake_failures.load(Relaxed),
+            connections_replaced: self.connections_replaced.load(Relaxed),
             bytes_out_by_kind: std::array::from_fn(|i| self.bytes_out_by_kind[i].load(Relaxed)),
+            identity_refused: std::array::from_fn(|i| self.identity_refused[i].load(Relaxed)),
+            bounds_hit: std::array::from_fn(|i| self.bounds_hit[i].load(Relaxed)),
+        }
+    }
+
+    pub(crate) fn bound_hit(&self, bound: Bound) {
+        inc(&self.bounds_hit[bound as usize]);
+    }
+
+    pub(crate) fn identity_refused(&self, reason: &str) {
+        if let Some(i) = IDENTITY_REASONS.iter().position(|r| *r == reason) {
+            inc(&self.identity_refused[i]);
         }
     }
 

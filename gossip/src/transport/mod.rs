@@ -1,11 +1,17 @@
 //! Transports for chitchat: [`quic`] for real nodes (mutual TLS over QUIC), and
 //! chitchat's own in-memory `ChannelTransport` for simulations.
 
+#[doc(hidden)]
+pub mod craft;
 pub mod envelope;
+pub mod fair;
+pub mod identity;
 pub mod metrics;
 pub mod quic;
+pub mod scan;
 
-pub use metrics::{MessageKind, TransportMetrics, TransportStats};
+pub use identity::{Attestation, PeerIdentities};
+pub use metrics::{Bound, MessageKind, TransportMetrics, TransportStats};
 pub use quic::{QuicSettings, QuicTransport};
 
 /// Largest gossip message accepted on a stream. chitchat caps its own messages at

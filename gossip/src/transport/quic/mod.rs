@@ -1,0 +1,331 @@
+//! chitchat over QUIC with mutual TLS.
+//!
+//! One quinn endpoint per node both serves and dials, so a peer's connection comes from
+//! its gossip address and replies can reuse it. Every connection, dialed or accepted,
+//! is bound to the node name in the peer's certificate and has a reader ([`reader`]).
+//! Each gossip message travels on its own unidirectional stream (messages exceed a
+//! datagram), compressed when that is smaller (see [`super::envelope`]).
+//!
+//! `send` never waits on the network: it hands the encoded message to a per-peer queue
+//! (a full queue drops and counts) served by that peer's writer task. Received messages
+//! wait in one small queue per peer, served round-robin ([`super::fair`]), so `recv` is
+//! cancel-safe and no peer can crowd out the others. What one peer can make this node
+//! hold is bounded by [`config`], [`conns`], [`super::scan`] and [`super::fair`]; every
+//! bound hit is counted. A stable stateless-reset key (derived from the node's private
+//! key) and connection ids accepted from any process let a restarted peer reset stale
+//! connections at once, so peers talk to it again within a second or two.
+
+pub mod config;
+pub mod conns;
+mod reader;
+
+pub use config::QuicError;
+
+use super::MAX_MESSAGE;
+use super::envelope;
+use super::fair::{FairQueue, PEER_QUEUE_BYTES, PEER_QUEUE_MESSAGES};
+use super::identity::{PeerIdentities, SpeakerBook};
+use super::metrics::{MessageKind, TransportMetrics, inc};
+use crate::tls::{SERVER_NAME, TlsMaterial};
+use async_trait::async_trait;
+use bytes::Bytes;
+use chitchat::transport::{Socket, Transport};
+use chitchat::{ChitchatMessage, Serializable};
+use conns::{Conns, Side};
+use quinn::Endpoint;
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::sync::{Semaphore, mpsc};
+use tokio_util::sync::CancellationToken;
+
+/// Attestation checks (dials) run at once.
+const CHECKS_AT_ONCE: usize = 8;
+/// Attestation checks waiting to run; more are asked for again later.
+const CHECK_QUEUE: usize = 256;
+
+/// Tunables of the QUIC transport.
+#[derive(Clone, Debug)]
+pub struct QuicSettings {
+    /// Messages queued per peer for sending before new ones are dropped.
+    pub peer_queue: usize,
+    /// Received messages queued per peer before its new ones are dropped.
+    pub peer_recv_messages: usize,
+    /// Estimated bytes of received messages queued per peer (see `Scan::cost`).
+    pub peer_recv_bytes: usize,
+    /// Messages per second one peer (certificate name) may send; more are dropped
+    /// before they are decoded.
+    pub peer_rate: u32,
+    /// Messages one peer may send at once above its rate.
+    pub peer_burst: u32,
+    /// A connection silent this long is closed.
+    pub idle_timeout: Duration,
+    /// Keep-alive interval on open connections.
+    pub keep_alive: Duration,
+    /// Longest wait for a handshake, dialing or accepting.
+    pub connect_timeout: Duration,
+    /// Longest wait for one message's stream to be read.
+    pub read_timeout: Duration,
+}
+
+impl Default for QuicSettings {
+    fn default() -> Self {
+        QuicSettings::for_gossip_interval(Duration::from_millis(200))
+    }
+}
+
+impl QuicSettings {
+    /// Settings for nodes that gossip every `interval`. A peer sends this node at most
+    /// three messages a round (a Syn, the SynAck to this node's Syn, the Ack to this
+    /// node's SynAck); the rate allows ten a round, and never fewer than 50 a second.
+    pub fn for_gossip_interval(interval: Duration) -> QuicSettings {
+        let per_round = 10.0 / interval.as_secs_f64().max(0.001);
+        let rate = per_round.clamp(50.0, 10_000.0) as u32;
+        QuicSettings {
+            peer_queue: 64,
+            peer_recv_messages: PEER_QUEUE_MESSAGES,
+            peer_recv_bytes: PEER_QUEUE_BYTES,
+            peer_rate: rate,
+            peer_burst: rate,
+            idle_timeout: Duration::from_secs(5),
+            keep_alive: Duration::from_secs(1),
+            connect_timeout: Duration::from_secs(2),
+            read_timeout: Duration::from_secs(5),
+        }
+    }
+}
+
+/// The chitchat transport over QUIC with mutual TLS.
+pub struct QuicTransport {
+    tls: TlsMaterial,
+    settings: QuicSettings,
+    metrics: Arc<TransportMetrics>,
+    identities: Arc<PeerIdentities>,
+}
+
+impl QuicTransport {
+    /// A transport using `tls` for every connection.
+    pub fn new(tls: TlsMaterial, settings: QuicSettings) -> QuicTransport {
+        QuicTransport {
+            tls,
+            settings,
+            metrics: Arc::new(TransportMetrics::default()),
+            identities: PeerIdentities::new(),
+        }
+    }
+
+    /// The transport's counters.
+    pub fn metrics(&self) -> Arc<TransportMetrics> {
+        Arc::clone(&self.metrics)
+    }
+
+    /// The member instances seen first-hand over this transport (for the cluster view,
+    /// see `GossipConfig::identities`).
+    pub fn identities(&self) -> Arc<PeerIdentities> {
+        Arc::clone(&self.identities)
+    }
+}
+
+#[async_trait]
+impl Transport for QuicTransport {
+    async fn open(&self, listen_addr: SocketAddr) -> anyhow::Result<Box<dyn Socket>> {
+        let endpoint = config::endpoint(&self.tls, &self.settings, listen_addr)?;
+        let s = &self.settings;
+        let (check_tx, check_rx) = mpsc::channel(CHECK_QUEUE);
+        let shared = Arc::new(Shared {
+            endpoint,
+            conns: Mutex::new(Conns::new(s.peer_rate, s.peer_burst)),
+            inbox: FairQueue::new(s.peer_recv_messages, s.peer_recv_bytes),
+            speakers: Mutex::new(SpeakerBook::default()),
+            identities: Arc::clone(&self.identities),
+            metrics: Arc::clone(&self.metrics),
+            settings: s.clone(),
+            handshakes: Arc::new(Semaphore::new(config::MAX_HANDSHAKES)),
+            stop: CancellationToken::new(),
+        });
+        self.identities.set_dialer(check_tx);
+        tokio::spawn(reader::accept_loop(Arc::clone(&shared)));
+        tokio::spawn(check_loop(Arc::clone(&shared), check_rx));
+        Ok(Box::new(QuicSocket {
+            shared,
+            peers: HashMap::new(),
+            buf: Vec::with_capacity(MAX_MESSAGE),
+        }))
+    }
+}
+
+/// State shared by the socket and its tasks.
+struct Shared {
+    endpoint: Endpoint,
+    conns: Mutex<Conns>,
+    /// Received messages, per peer, for chitchat.
+    inbox: FairQueue<(SocketAddr, ChitchatMessage)>,
+    speakers: Mutex<SpeakerBook>,
+    identities: Arc<PeerIdentities>,
+    metrics: Arc<TransportMetrics>,
+    settings: QuicSettings,
+    handshakes: Arc<Semaphore>,
+    stop: CancellationToken,
+}
+
+impl Shared {
+    fn conns(&self) -> std::sync::MutexGuard<'_, Conns> {
+        // Every critical section leaves the table consistent; a poisoned one is valid.
+        self.conns.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn speakers(&self) -> std::sync::MutexGuard<'_, SpeakerBook> {
+        self.speakers.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// A live connection to `to`, dialing if there is none.
+    async fn connection(self: &Arc<Self>, to: SocketAddr) -> Result<quinn::Connection, String> {
+        if let Some(c) = self.conns().best(to) {
+            return Ok(c);
+        }
+        let connecting = self
+            .endpoint
+            .connect(to, SERVER_NAME)
+            .map_err(|e| format!("cannot dial {to}: {e}"))?;
+        let conn = match tokio::time::timeout(self.settings.connect_timeout, connecting).await {
+            Ok(Ok(c)) => c,
+            Ok(Err(e)) => {
+                inc(&self.metrics.handshake_failures);
+                return Err(format!("handshake with {to} failed: {e}"));
+            }
+            Err(_) => {
+                inc(&self.metrics.handshake_failures);
+                return Err(format!("handshake with {to} timed out"));
+            }
+        };
+        inc(&self.metrics.connections_dialed);
+        if !reader::adopt(self, conn.clone(), Side::Dialed) {
+            return Err(format!("{to} presented a certificate that names no node"));
+        }
+        Ok(conn)
+    }
+}
+
+/// The chitchat-facing socket.
+struct QuicSocket {
+    shared: Arc<Shared>,
+    peers: HashMap<SocketAddr, mpsc::Sender<(MessageKind, Bytes)>>,
+    buf: Vec<u8>,
+}
+
+impl Drop for QuicSocket {
+    fn drop(&mut self) {
+        self.shared.stop.cancel();
+        self.shared.inbox.close();
+        self.shared.endpoint.close(0u32.into(), b"shutdown");
+    }
+}
+
+#[async_trait]
+impl Socket for QuicSocket {
+    async fn send(&mut self, to: SocketAddr, msg: ChitchatMessage) -> anyhow::Result<()> {
+        let kind = MessageKind::of(&msg);
+        self.buf.clear();
+        msg.serialize(&mut self.buf);
+        if self.buf.len() > MAX_MESSAGE {
+            inc(&self.shared.metrics.oversized);
+            return Ok(());
+        }
+        let bytes = Bytes::from(envelope::seal(&self.buf));
+        let shared = &self.shared;
+        let queue = self
+            .peers
+            .entry(to)
+            .or_insert_with(|| spawn_writer(Arc::clone(shared), to));
+        match queue.try_send((kind, bytes)) {
+            Ok(()) => {}
+            Err(mpsc::error::TrySendError::Full(_)) => inc(&shared.metrics.dropped_send_queue_full),
+            Err(mpsc::error::TrySendError::Closed(message)) => {
+                // The writer ended (it only does on shutdown); start a new one.
+                let q = spawn_writer(Arc::clone(shared), to);
+                let _ = q.try_send(message);
+                self.peers.insert(to, q);
+            }
+        }
+        Ok(())
+    }
+
+    async fn recv(&mut self) -> anyhow::Result<(SocketAddr, ChitchatMessage)> {
+        self.shared
+            .inbox
+            .recv()
+            .await
+            .ok_or_else(|| anyhow::anyhow!("the QUIC endpoint stopped"))
+    }
+}
+
+fn spawn_writer(shared: Arc<Shared>, to: SocketAddr) -> mpsc::Sender<(MessageKind, Bytes)> {
+    let (tx, mut rx) = mpsc::channel::<(MessageKind, Bytes)>(shared.settings.peer_queue.max(1));
+    tokio::spawn(async move {
+        loop {
+            let (kind, msg) = tokio::select! {
+                () = shared.stop.cancelled() => break,
+                m = rx.recv() => match m { Some(m) => m, None => break },
+            };
+            // One retry on a fresh connection: a cached connection may have died
+            // (peer restarted) without us noticing yet.
+            let mut sent = false;
+            for _ in 0..2 {
+                match shared.connection(to).await {
+                    Ok(conn) => match write_message(&conn, &msg).await {
+                        Ok(()) => {
+                            sent = true;
+                            break;
+                        }
+                        Err(e) => {
+                            tracing::debug!(peer = %to, error = %e, "gossip write failed; reconnecting");
+                            conn.close(0u32.into(), b"write failed");
+                            shared.conns().remove(&conn);
+                        }
+                    },
+                    Err(e) => {
+                        tracing::debug!(peer = %to, error = %e, "cannot reach peer");
+                        break;
+                    }
+                }
+            }
+            if sent {
+                shared.metrics.sent(kind, msg.len());
+            } else {
+                inc(&shared.metrics.dropped_send_failed);
+            }
+        }
+    });
+    tx
+}
+
+async fn write_message(conn: &quinn::Connection, msg: &[u8]) -> Result<(), String> {
+    let mut stream = conn.open_uni().await.map_err(|e| e.to_string())?;
+    stream.write_all(msg).await.map_err(|e| e.to_string())?;
+    stream.finish().map_err(|e| e.to_string())?;
+    Ok(())
+}
+
+/// Runs attestation checks: dials the address a member instance advertises; the
+/// connection's certificate name attests it (in `reader::adopt`) or it is refuted.
+async fn check_loop(shared: Arc<Shared>, mut rx: mpsc::Receiver<(String, SocketAddr)>) {
+    let slots = Arc::new(Semaphore::new(CHECKS_AT_ONCE));
+    loop {
+        let (node_id, addr) = tokio::select! {
+            () = shared.stop.cancelled() => break,
+            r = rx.recv() => match r { Some(r) => r, None => break },
+        };
+        let Ok(permit) = Arc::clone(&slots).acquire_owned().await else {
+            break;
+        };
+        let shared = Arc::clone(&shared);
+        tokio::spawn(async move {
+            if let Err(e) = shared.connection(addr).await {
+                tracing::debug!(member = %node_id, addr = %addr, error = %e, "could not check a member's certificate");
+            }
+            shared.identities.check_done(&node_id, addr);
+            drop(permit);
+        });
+    }
+}

@@ -1,0 +1,176 @@
+//! The receiving side: accepting connections, binding each to its certificate name, and
+//! admitting messages into chitchat's queue.
+//!
+//! Every received stream goes through [`admit`], cheapest check first, and is dropped
+//! and counted at the first one it fails: the sender's message rate, the size on the
+//! wire, the transport envelope, the scan of chitchat's framing (inflated size and
+//! operation count, before chitchat decodes anything), the identity rules, chitchat's
+//! own decoder, and the sender's queue.
+
+use super::Shared;
+use super::conns::{Closed, Side};
+use crate::tls;
+use crate::transport::MAX_MESSAGE;
+use crate::transport::envelope;
+use crate::transport::metrics::{Bound, add, dec, inc};
+use crate::transport::scan::{self, ScanError, ScanLimits};
+use chitchat::{ChitchatMessage, Deserializable};
+use rustls::pki_types::CertificateDer;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Instant;
+
+/// The node name in the certificate the peer presented on `conn`.
+fn peer_name(conn: &quinn::Connection) -> Option<String> {
+    let identity = conn.peer_identity()?;
+    let chain = identity.downcast::<Vec<CertificateDer<'static>>>().ok()?;
+    tls::node_name(chain.first()?).ok()
+}
+
+/// Binds a new connection to its certificate name, caches it and starts its reader.
+/// A connection whose certificate names no node is closed.
+pub(super) fn adopt(shared: &Arc<Shared>, conn: quinn::Connection, side: Side) -> bool {
+    let remote = conn.remote_address();
+    let Some(name) = peer_name(&conn) else {
+        shared.metrics.identity_refused("no_name");
+        tracing::warn!(peer = %remote, "closed a gossip connection whose certificate names no node (no usable CN)");
+        conn.close(1u32.into(), b"certificate names no node");
+        return false;
+    };
+    let name: Arc<str> = Arc::from(name);
+    shared.identities.attest(&name, remote);
+    inc(&shared.metrics.connections_open);
+    let closed = shared.conns().insert(conn.clone(), Arc::clone(&name), side);
+    for (old, why) in closed {
+        match why {
+            Closed::Replaced => inc(&shared.metrics.connections_replaced),
+            Closed::TooManyForName => {
+                shared.metrics.bound_hit(Bound::ConnectionsPerName);
+                tracing::debug!(peer = %old.remote_address(), name = %name, "closed the oldest connection of a peer over its connection limit");
+            }
+        }
+        old.close(0u32.into(), b"replaced");
+    }
+    tokio::spawn(read_loop(Arc::clone(shared), conn, name));
+    true
+}
+
+pub(super) async fn accept_loop(shared: Arc<Shared>) {
+    loop {
+        let incoming = tokio::select! {
+            () = shared.stop.cancelled() => break,
+            i = shared.endpoint.accept() => match i { Some(i) => i, None => break },
+        };
+        // A handshake costs CPU and memory before the peer has proven anything, so only
+        // a bounded number run at once.
+        let Ok(permit) = Arc::clone(&shared.handshakes).try_acquire_owned() else {
+            shared.metrics.bound_hit(Bound::Handshakes);
+            incoming.refuse();
+            continue;
+        };
+        let shared = Arc::clone(&shared);
+        tokio::spawn(async move {
+            let remote = incoming.remote_address();
+            let outcome = tokio::time::timeout(shared.settings.connect_timeout, incoming).await;
+            drop(permit);
+            match outcome {
+                Ok(Ok(conn)) => {
+                    inc(&shared.metrics.connections_accepted);
+                    adopt(&shared, conn, Side::Accepted);
+                }
+                Ok(Err(e)) => {
+                    inc(&shared.metrics.handshake_failures);
+                    tracing::debug!(peer = %remote, error = %e, "refused a gossip connection");
+                }
+                Err(_) => {
+                    inc(&shared.metrics.handshake_failures);
+                    tracing::debug!(peer = %remote, "a gossip handshake timed out");
+                }
+            }
+        });
+    }
+}
+
+async fn read_loop(shared: Arc<Shared>, conn: quinn::Connection, name: Arc<str>) {
+    let from = conn.remote_address();
+    let mut warned = false;
+    loop {
+        let mut stream = tokio::select! {
+            () = shared.stop.cancelled() => break,
+            s = conn.accept_uni() => match s { Ok(s) => s, Err(_) => break },
+        };
+        // The rate check comes before reading: a flooding peer costs a stream reset,
+        // not a decode.
+        if !shared.conns().take_token(&name, Instant::now()) {
+            shared.metrics.bound_hit(Bound::PeerRate);
+            let _ = stream.stop(0u32.into());
+            continue;
+        }
+        let read = tokio::time::timeout(
+            shared.settings.read_timeout,
+            stream.read_to_end(MAX_MESSAGE),
+        )
+        .await;
+        let bytes = match read {
+            Ok(Ok(b)) => b,
+            Ok(Err(quinn::ReadToEndError::TooLong)) => {
+                inc(&shared.metrics.oversized);
+                shared.metrics.bound_hit(Bound::MessageSize);
+                continue;
+            }
+            Ok(Err(_)) | Err(_) => continue,
+        };
+        match admit(&shared, &name, from, &bytes) {
+            Ok(()) => {}
+            Err(Dropped::Identity(refusal)) => {
+                shared.metrics.identity_refused(refusal.reason());
+                if !warned {
+                    warned = true;
+                    tracing::warn!(peer = %from, certificate = %name, claimed = refusal.claimed(), reason = refusal.reason(), "refused gossip from a peer speaking as another node; its messages are dropped");
+                }
+            }
+            Err(Dropped::Bound(bound)) => shared.metrics.bound_hit(bound),
+            Err(Dropped::Malformed) => {
+                inc(&shared.metrics.malformed);
+                tracing::debug!(peer = %from, len = bytes.len(), "dropped a malformed gossip message");
+            }
+        }
+    }
+    dec(&shared.metrics.connections_open);
+    shared.conns().remove(&conn);
+}
+
+/// Why a received message was dropped.
+enum Dropped {
+    Malformed,
+    Bound(Bound),
+    Identity(crate::transport::identity::Refusal),
+}
+
+/// Checks one received message and queues it for chitchat.
+fn admit(shared: &Shared, name: &str, from: SocketAddr, wire: &[u8]) -> Result<(), Dropped> {
+    let inner = envelope::open(wire).map_err(|_| Dropped::Malformed)?;
+    let scanned = scan::scan(&inner, ScanLimits::default()).map_err(|e| match e {
+        ScanError::Malformed(_) => Dropped::Malformed,
+        ScanError::DecodedTooLarge => Dropped::Bound(Bound::DecodedSize),
+        ScanError::TooManyOps => Dropped::Bound(Bound::DeltaOps),
+    })?;
+    shared
+        .speakers()
+        .check(name, from, &scanned)
+        .map_err(Dropped::Identity)?;
+    // What the sender says about its own name is first-hand.
+    for (id, _) in scanned.digest.iter().filter(|(id, _)| id.node_id == name) {
+        shared.identities.attest(name, id.addr);
+    }
+    let msg = ChitchatMessage::deserialize(&mut &inner[..]).map_err(|_| Dropped::Malformed)?;
+    inc(&shared.metrics.messages_in);
+    add(&shared.metrics.bytes_in, wire.len());
+    shared
+        .inbox
+        .push(name, (from, msg), scanned.cost(inner.len()))
+        .map_err(|_| {
+            inc(&shared.metrics.dropped_recv_queue_full);
+            Dropped::Bound(Bound::PeerQueue)
+        })
+}
