@@ -37,8 +37,9 @@ pub struct App {
 }
 
 impl App {
-    /// Opens the data directory and binds the admin address.
-    pub async fn build(config: AgentConfig) -> anyhow::Result<App> {
+    /// Opens the data directory and binds the admin address. `advertise` is the gossip
+    /// address peers dial (`crate::advertise::resolve`).
+    pub async fn build(config: AgentConfig, advertise: SocketAddr) -> anyhow::Result<App> {
         let (readiness, latches) = Readiness::new(&["state", "gossip", "identity", "admin"]);
         let admin_server = admin_server_config(config.admin_max_connections);
         let dir = config.data_dir.clone();
@@ -104,7 +105,7 @@ impl App {
             generation,
             cluster_id: c.cluster_id.clone(),
             listen: c.gossip_listen,
-            advertise: c.gossip_advertise,
+            advertise,
             seeds: c.seeds.clone(),
             interval: c.gossip_interval,
             dead_node_grace_period: c.dead_node_grace_period,
@@ -115,7 +116,7 @@ impl App {
         let guard = IdentityGuard::new(
             &config.node_id,
             generation,
-            c.gossip_advertise,
+            advertise,
             c.gossip_interval,
             !c.seeds.is_empty(),
             std::time::Instant::now(),
@@ -124,7 +125,7 @@ impl App {
         tracing::info!(
             cluster_id = %c.cluster_id,
             listen = %c.gossip_listen,
-            advertise = %c.gossip_advertise,
+            advertise = %advertise,
             seeds = ?c.seeds,
             interval = %humantime::format_duration(c.gossip_interval),
             "gossip endpoint up (QUIC, mutual TLS)"

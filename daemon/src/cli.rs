@@ -1,9 +1,8 @@
 //! Command-line types (clap). Parsing only; `main` dispatches.
 
-use crate::config::LogFormat;
-use clap::{Args, Parser, Subcommand};
+use clap::{Arg, ArgMatches, Args, CommandFactory, FromArgMatches, Parser, Subcommand};
+use std::collections::BTreeMap;
 use std::path::PathBuf;
-use std::time::Duration;
 
 /// probemesh: gossip LLM-gateway worker membership, route only to workers verified
 /// by this node's own probes.
@@ -19,7 +18,7 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Run the daemon.
-    Agent(Box<AgentArgs>),
+    Agent(AgentArgs),
     /// Inspect and change the workers of a running agent.
     Workers {
         /// Connection to the agent.
@@ -45,98 +44,79 @@ pub enum Command {
     Version,
 }
 
-/// Flags of `probemesh agent`. Every flag can also be set as `PROBEMESH_<FLAG>` in the
-/// environment or as a key in the `--config` TOML file; precedence is
-/// flag > env > file > default (see docs/configuration.md).
-#[derive(Debug, Default, Args)]
-#[command(
-    after_help = "Every flag can also be set in the environment as PROBEMESH_<FLAG_IN_UPPER_SNAKE_CASE> \
-(e.g. PROBEMESH_PROBE_INTERVAL=2s) or in the --config file as <flag_in_snake_case> = value.\n\
-Precedence: flag > environment > file > default. See docs/configuration.md."
-)]
+/// Flags of `probemesh agent`: `--config`, and the value of every setting flag as text.
+///
+/// The setting flags are not declared here: `config::schema` declares each setting
+/// once (flag, help, default) and [`command`] adds them. Their values stay text so
+/// that `config` parses flags, environment and file through one path and reports every
+/// bad value together.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct AgentArgs {
-    /// TOML configuration file.
-    #[arg(long, value_name = "FILE")]
+    /// `--config FILE`: the TOML configuration file.
     pub config: Option<PathBuf>,
-    /// Unique name of this node [default: host name].
-    #[arg(long, value_name = "NAME")]
-    pub node_id: Option<String>,
-    /// TCP address of the admin HTTP API [default: 127.0.0.1:7801].
-    #[arg(long, value_name = "ADDR")]
-    pub admin_listen: Option<String>,
-    /// Bearer token required on every mutating admin request.
-    #[arg(long, value_name = "TOKEN")]
-    pub admin_token: Option<String>,
-    /// Connections the admin API holds at once; past it a new connection gets a fast
-    /// 503. Lowered at start to stay below the open-file limit [default: 1024].
-    #[arg(long, value_name = "N")]
-    pub admin_max_connections: Option<u32>,
-    /// Directory for durable state [default: ./probemesh-data].
-    #[arg(long, value_name = "DIR")]
-    pub data_dir: Option<PathBuf>,
-    /// Default time between probes of a worker [default: 5s].
-    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
-    pub probe_interval: Option<Duration>,
-    /// Default probe timeout [default: 2s].
-    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
-    pub probe_timeout: Option<Duration>,
-    /// Default probe path [default: /health].
-    #[arg(long, value_name = "PATH")]
-    pub probe_path: Option<String>,
-    /// Consecutive successes to become ready [default: 2].
-    #[arg(long, value_name = "N")]
-    pub success_threshold: Option<u32>,
-    /// Consecutive failures to leave ready [default: 3].
-    #[arg(long, value_name = "N")]
-    pub failure_threshold: Option<u32>,
-    /// Evict workers that every tracking node holds failed [default: true].
-    #[arg(long, value_name = "BOOL", num_args = 0..=1, default_missing_value = "true")]
-    pub remove_failed: Option<bool>,
-    /// How long tombstones are kept [default: 24h].
-    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
-    pub tombstone_ttl: Option<Duration>,
-    /// A declarative worker registration owned by this node; repeatable.
-    #[arg(long = "worker", value_name = "URL")]
-    pub workers: Vec<String>,
-    /// Nodes of other clusters are ignored [default: probemesh].
-    #[arg(long, value_name = "NAME")]
-    pub cluster_id: Option<String>,
-    /// UDP address for gossip over QUIC [default: 0.0.0.0:7800].
-    #[arg(long, value_name = "ADDR")]
-    pub gossip_listen: Option<String>,
-    /// Address peers dial [default: derived from the listen address or the host's
-    /// outbound interface].
-    #[arg(long, value_name = "ADDR")]
-    pub gossip_advertise: Option<String>,
-    /// Seed peers, comma list of host:port; DNS names are re-resolved periodically.
-    #[arg(long, value_name = "HOST:PORT,...", value_delimiter = ',')]
-    pub seeds: Vec<String>,
-    /// Cluster CA certificate (PEM); with --tls-cert and --tls-key.
-    #[arg(long, value_name = "FILE")]
-    pub tls_ca: Option<PathBuf>,
-    /// This node's certificate (PEM), signed by the cluster CA.
-    #[arg(long, value_name = "FILE")]
-    pub tls_cert: Option<PathBuf>,
-    /// This node's private key (PEM).
-    #[arg(long, value_name = "FILE")]
-    pub tls_key: Option<PathBuf>,
-    /// Gossip round interval [default: 200ms].
-    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
-    pub gossip_interval: Option<Duration>,
-    /// How long a dead member's gossiped state is kept [default: 15m].
-    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
-    pub dead_node_grace_period: Option<Duration>,
-    /// Only workers whose host is an IP in these networks are accepted and probed;
-    /// repeatable [default: all allowed].
-    #[arg(long = "allow-worker-cidr", value_name = "CIDR")]
-    pub allow_worker_cidrs: Vec<String>,
-    /// Push the local ready set into the smg gateway at this URL (e.g.
-    /// http://127.0.0.1:30000).
-    #[arg(long, value_name = "URL")]
-    pub smg_url: Option<String>,
-    /// Log format: text or json [default: text].
-    #[arg(long, value_name = "FORMAT", value_parser = |s: &str| s.parse::<LogFormat>())]
-    pub log_format: Option<LogFormat>,
+    /// Every setting flag given, by its argument id (the setting's TOML key,
+    /// `probe_interval`), with its values in order.
+    pub values: BTreeMap<String, Vec<String>>,
+}
+
+/// Printed after `probemesh agent --help`.
+const AGENT_AFTER_HELP: &str = "Every flag can also be set in the environment as PROBEMESH_<FLAG_IN_UPPER_SNAKE_CASE> \
+(e.g. PROBEMESH_PROBE_INTERVAL=2s) or in the --config file as <flag_in_snake_case> = value.\n\
+Precedence: flag > environment > file > default. See docs/configuration.md.";
+
+impl clap::Args for AgentArgs {
+    fn augment_args(cmd: clap::Command) -> clap::Command {
+        cmd.after_help(AGENT_AFTER_HELP).arg(
+            Arg::new("config")
+                .long("config")
+                .value_name("FILE")
+                .value_parser(clap::value_parser!(PathBuf))
+                .help("TOML configuration file"),
+        )
+    }
+    fn augment_args_for_update(cmd: clap::Command) -> clap::Command {
+        Self::augment_args(cmd)
+    }
+}
+
+impl clap::FromArgMatches for AgentArgs {
+    fn from_arg_matches(matches: &ArgMatches) -> Result<Self, clap::Error> {
+        let mut args = AgentArgs::default();
+        args.update_from_arg_matches(matches)?;
+        Ok(args)
+    }
+    fn update_from_arg_matches(&mut self, matches: &ArgMatches) -> Result<(), clap::Error> {
+        for id in matches.ids() {
+            let id = id.as_str();
+            if id == "config" {
+                self.config = matches.get_one::<PathBuf>(id).cloned();
+                continue;
+            }
+            // Every setting flag takes text (clap's default value parser).
+            let values = matches
+                .try_get_many::<String>(id)
+                .map_err(|e| clap::Error::raw(clap::error::ErrorKind::InvalidValue, e))?;
+            if let Some(values) = values {
+                self.values
+                    .insert(id.to_string(), values.cloned().collect());
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The command line with `agent_flags` (`config::agent_flags()`) added to `probemesh
+/// agent`.
+pub fn command(agent_flags: impl IntoIterator<Item = Arg>) -> clap::Command {
+    Cli::command().mut_subcommand("agent", |agent| agent.args(agent_flags))
+}
+
+/// Parses the process's command line with `agent_flags` added to `probemesh agent`;
+/// on bad usage, prints clap's message and exits with code 2.
+pub fn parse(agent_flags: impl IntoIterator<Item = Arg>) -> Cli {
+    let mut cmd = command(agent_flags);
+    let matches = cmd.get_matches_mut();
+    Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.format(&mut cmd).exit())
 }
 
 /// `probemesh tls …`
@@ -298,12 +278,6 @@ pub struct SpecArgs {
     pub disable_health: Option<bool>,
 }
 
-/// Parses `500ms`, `5s`, `2m`, `24h` and the other humantime forms.
-pub fn parse_duration(s: &str) -> Result<Duration, String> {
-    humantime::parse_duration(s.trim())
-        .map_err(|e| format!("`{s}` is not a duration ({e}); write it like 500ms, 5s, 2m or 24h"))
-}
-
 fn parse_label(s: &str) -> Result<(String, String), String> {
     match s.split_once('=') {
         Some((k, v)) if !k.is_empty() => Ok((k.to_string(), v.to_string())),
@@ -314,7 +288,7 @@ fn parse_label(s: &str) -> Result<(String, String), String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use clap::CommandFactory;
+    use clap::ArgAction;
 
     #[test]
     fn clap_definition_is_consistent() {
@@ -322,11 +296,45 @@ mod tests {
     }
 
     #[test]
-    fn durations_and_labels_parse() {
-        assert_eq!(parse_duration("500ms"), Ok(Duration::from_millis(500)));
-        assert_eq!(parse_duration("2m"), Ok(Duration::from_secs(120)));
-        assert!(parse_duration("soon").unwrap_err().contains("500ms"));
+    fn labels_parse() {
         assert_eq!(parse_label("a=b=c"), Ok(("a".into(), "b=c".into())));
         assert!(parse_label("=x").is_err());
+    }
+
+    #[test]
+    fn agent_flags_are_kept_as_text_by_id() {
+        let flags = [
+            Arg::new("probe_interval").long("probe-interval"),
+            Arg::new("worker").long("worker").action(ArgAction::Append),
+            Arg::new("seeds")
+                .long("seeds")
+                .action(ArgAction::Append)
+                .value_delimiter(','),
+        ];
+        let matches = command(flags)
+            .try_get_matches_from([
+                "probemesh",
+                "agent",
+                "--config",
+                "c.toml",
+                "--probe-interval",
+                "fast",
+                "--worker",
+                "http://a:1",
+                "--worker",
+                "http://b:2",
+                "--seeds",
+                "x:1,y:2",
+            ])
+            .unwrap();
+        let Command::Agent(args) = Cli::from_arg_matches(&matches).unwrap().command else {
+            panic!("not the agent command");
+        };
+        assert_eq!(args.config, Some(PathBuf::from("c.toml")));
+        let text = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        assert_eq!(args.values["probe_interval"], text(&["fast"]));
+        assert_eq!(args.values["worker"], text(&["http://a:1", "http://b:2"]));
+        assert_eq!(args.values["seeds"], text(&["x:1", "y:2"]));
+        assert_eq!(args.values.len(), 3, "flags not given are absent");
     }
 }

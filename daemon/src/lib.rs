@@ -6,6 +6,7 @@
 //! → `lifecycle/` (pure rules).
 
 pub mod admin;
+pub mod advertise;
 pub mod app;
 pub mod cli;
 pub mod client;

@@ -1,8 +1,7 @@
 //! `probemesh`: parse the command line, then run the agent or a client command.
 
-use clap::Parser;
-use probemesh::cli::{Cli, Command};
-use probemesh::{app::App, config, logging, shutdown, version};
+use probemesh::cli::{self, Command};
+use probemesh::{advertise, app::App, config, logging, shutdown, version};
 use std::process::ExitCode;
 use tokio_util::sync::CancellationToken;
 
@@ -11,7 +10,7 @@ use tokio_util::sync::CancellationToken;
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = cli::parse(config::agent_flags());
     probemesh::install_crypto_provider();
     match cli.command {
         Command::Agent(args) => run_agent(&args),
@@ -30,9 +29,18 @@ fn main() -> ExitCode {
     }
 }
 
-fn run_agent(args: &probemesh::cli::AgentArgs) -> ExitCode {
-    let config = match config::load(args, &|k| std::env::var(k).ok()) {
-        Ok(c) => c,
+fn run_agent(args: &cli::AgentArgs) -> ExitCode {
+    let sources = config::Sources {
+        flags: &args.values,
+        config_file: args.config.as_deref(),
+        env: &|k| std::env::var(k).ok(),
+    };
+    // Load and check (reading only the file), then derive what needs the network; both
+    // before anything is opened or bound, both exit 2 on a problem.
+    let loaded =
+        config::load(&sources).and_then(|c| advertise::resolve(&c.cluster).map(|addr| (c, addr)));
+    let (config, advertise) = match loaded {
+        Ok(loaded) => loaded,
         Err(e) => {
             eprintln!("error: {e}");
             return ExitCode::from(2);
@@ -51,7 +59,7 @@ fn run_agent(args: &probemesh::cli::AgentArgs) -> ExitCode {
     };
     let result = rt.block_on(async move {
         tracing::info!(node_id = %config.node_id, version = version::VERSION, "probemesh agent starting");
-        let app = App::build(config).await?;
+        let app = App::build(config, advertise).await?;
         let token = CancellationToken::new();
         let stop = token.clone();
         tokio::spawn(async move {

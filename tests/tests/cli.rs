@@ -247,6 +247,47 @@ async fn invalid_configuration_stops_start_up_and_names_the_key() {
     refuses(&["--config", missing], &[], missing).await;
 }
 
+/// Flags, environment and file go through one parse path, so one start-up reports
+/// them all: a flag value of the wrong type, an unknown file key, a file value of the
+/// wrong TOML type and a bad environment value, each with its key and source (exit 2,
+/// nothing created).
+#[tokio::test]
+async fn every_bad_value_is_reported_in_one_start_up_error() {
+    let tmp = tempfile::tempdir().unwrap();
+    let file = tmp.path().join("agent.toml");
+    std::fs::write(&file, "colour = \"red\"\nremove_failed = \"yes\"\n").unwrap();
+    let data = tmp.path().join("data");
+    let out = run_probemesh_env(
+        &[
+            "agent",
+            "--data-dir",
+            data.to_str().unwrap(),
+            "--config",
+            file.to_str().unwrap(),
+            "--probe-interval",
+            "fast",
+            "--success-threshold",
+            "-1",
+            "--log-format",
+            "xml",
+        ],
+        &[("PROBEMESH_TOMBSTONE_TTL", "10ms")],
+    )
+    .await;
+    assert_eq!(out.code, Some(2), "{out}");
+    for needle in [
+        "config file key `colour`",
+        "config file key `remove_failed`",
+        "flag --probe-interval: `fast`",
+        "flag --success-threshold: `-1`",
+        "flag --log-format: `xml`",
+        "environment variable PROBEMESH_TOMBSTONE_TTL",
+    ] {
+        assert!(out.stderr.contains(needle), "missing {needle}:\n{out}");
+    }
+    assert!(!data.exists(), "data directory created before validation");
+}
+
 #[tokio::test]
 async fn declarative_workers_come_from_flag_env_or_file() {
     let worker = TestWorker::start(Health::Healthy);

@@ -4,7 +4,7 @@
 //! pass. PATCH bodies use the same fields, all optional; `null` resets a field to its
 //! default.
 
-use crate::cli::parse_duration;
+use crate::config::parse_duration;
 use probemesh_gossip::model::validate::{self, Field};
 use probemesh_gossip::model::{HealthOverrides, InvalidField, WorkerSpec, WorkerType, WorkerUrl};
 use serde::{Deserialize, Deserializer};

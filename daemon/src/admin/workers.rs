@@ -7,7 +7,7 @@ use super::error::ApiError;
 use super::list_cache;
 use super::spec_input::{InvalidSpec, PatchInput, SpecInput, parse_url};
 use super::worker_json::{ViewJson, WorkerJson, rfc3339};
-use crate::cli::parse_duration;
+use crate::config::parse_duration;
 use crate::node::NodeError;
 use axum::Json;
 use axum::extract::{FromRequestParts, Path, Query, State};

@@ -1,6 +1,7 @@
 //! The node id from the configuration and the certificate (SPEC S10): with
 //! `--tls-cert`, the node name in the certificate, which an explicit `--node-id` must
-//! equal; without, `--node-id` or the host name.
+//! equal; without, `--node-id` or the host name. The one function that decides the id;
+//! `--node-id` itself was already checked against the node-id rule by its parser.
 
 use super::{ConfigProblem, Resolver, Source, TlsSource, validate_node_id};
 
@@ -10,9 +11,9 @@ use super::{ConfigProblem, Resolver, Source, TlsSource, validate_node_id};
 pub(super) fn resolve(
     r: &mut Resolver<'_>,
     picked: Option<(String, Source)>,
-    tls: Option<&TlsSource>,
+    tls: &TlsSource,
 ) -> String {
-    let Some(TlsSource::Files { cert, .. }) = tls else {
+    let TlsSource::Files { cert, .. } = tls else {
         return picked.map_or_else(super::default_node_id, |(id, _)| id);
     };
     let name = match probemesh_gossip::tls::cert_file_node_name(cert) {
@@ -51,18 +52,8 @@ pub(super) fn resolve(
 
 #[cfg(test)]
 mod tests {
-    use super::super::load;
-    use crate::cli::AgentArgs;
-    use std::collections::HashMap;
+    use super::super::tests::load_from;
     use std::path::{Path, PathBuf};
-
-    fn env_of(pairs: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> {
-        let map: HashMap<String, String> = pairs
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect();
-        move |k: &str| map.get(k).cloned()
-    }
 
     fn node_cert(dir: &Path, node: &str) -> (PathBuf, PathBuf, PathBuf) {
         let ca = dir.join("ca");
@@ -75,43 +66,56 @@ mod tests {
         (ca.join("ca.pem"), cert, key)
     }
 
-    fn with_tls(files: (PathBuf, PathBuf, PathBuf), node_id: Option<&str>) -> AgentArgs {
-        AgentArgs {
-            tls_ca: Some(files.0),
-            tls_cert: Some(files.1),
-            tls_key: Some(files.2),
-            node_id: node_id.map(str::to_string),
-            ..Default::default()
+    /// The TLS flags for `files`, and `--node-id` if given.
+    fn with_tls(files: &(PathBuf, PathBuf, PathBuf), node_id: Option<&str>) -> Vec<String> {
+        let mut argv = Vec::new();
+        for (flag, path) in [
+            ("--tls-ca", &files.0),
+            ("--tls-cert", &files.1),
+            ("--tls-key", &files.2),
+        ] {
+            argv.push(flag.to_string());
+            argv.push(path.display().to_string());
         }
+        if let Some(id) = node_id {
+            argv.push("--node-id".into());
+            argv.push(id.into());
+        }
+        argv
+    }
+
+    fn load_tls(
+        argv: &[String],
+        env: &[(&str, &str)],
+    ) -> Result<super::super::AgentConfig, super::super::ConfigError> {
+        let argv: Vec<&str> = argv.iter().map(String::as_str).collect();
+        load_from(&argv, env)
     }
 
     #[test]
     fn the_node_id_is_the_certificates_node_name() {
         let dir = tempfile::tempdir().unwrap();
         let beta = node_cert(dir.path(), "beta");
-        let c = load(&with_tls(beta.clone(), None), &env_of(&[])).unwrap();
+        let c = load_tls(&with_tls(&beta, None), &[]).unwrap();
         assert_eq!(c.node_id, "beta", "defaults to the certificate's name");
-        let c = load(&with_tls(beta.clone(), Some("beta")), &env_of(&[])).unwrap();
+        let c = load_tls(&with_tls(&beta, Some("beta")), &[]).unwrap();
         assert_eq!(c.node_id, "beta", "an equal --node-id is fine");
-        let msg = load(&with_tls(beta.clone(), Some("alpha")), &env_of(&[]))
+        let msg = load_tls(&with_tls(&beta, Some("alpha")), &[])
             .unwrap_err()
             .to_string();
         for needle in ["flag --node-id", "`alpha`", "`beta`", "beta.pem"] {
             assert!(msg.contains(needle), "missing {needle} in:\n{msg}");
         }
         // From the environment too, named as such.
-        let msg = load(
-            &with_tls(beta, None),
-            &env_of(&[("PROBEMESH_NODE_ID", "alpha")]),
-        )
-        .unwrap_err()
-        .to_string();
+        let msg = load_tls(&with_tls(&beta, None), &[("PROBEMESH_NODE_ID", "alpha")])
+            .unwrap_err()
+            .to_string();
         assert!(msg.contains("PROBEMESH_NODE_ID"), "{msg}");
         // A certificate file that is not one is reported under tls_cert.
         let junk = dir.path().join("junk.pem");
         std::fs::write(&junk, "x").unwrap();
         let (ca, _, key) = node_cert(dir.path(), "gamma");
-        let msg = load(&with_tls((ca, junk, key), None), &env_of(&[]))
+        let msg = load_tls(&with_tls(&(ca, junk, key), None), &[])
             .unwrap_err()
             .to_string();
         assert!(
