@@ -8,7 +8,10 @@
 //! - [`wait`]: deadlines scaled by `PROBEMESH_TEST_PATIENCE`, polling, free ports;
 //! - [`require`]: root, tools and mounts a test needs; skips with a printed reason, or
 //!   fails under `PROBEMESH_REQUIRE_ROOT_TESTS=1` (CI);
-//! - [`tmpfs`]: a small tmpfs mount for disk-full tests (root only).
+//! - [`tmpfs`]: a small tmpfs mount for disk-full tests (root only);
+//! - [`docker`]: [`docker::DockerRun`], the containers, networks and images of one
+//!   container test, removed on drop; the image builds;
+//! - [`tls_worker`]: [`tls_worker::TlsWorker`], an HTTPS worker for TLS-root checks.
 //!
 //! The tests live in `tests/*.rs`, one file per area.
 
@@ -17,11 +20,13 @@
 pub mod agent;
 pub mod binary;
 pub mod cluster;
+pub mod docker;
 pub mod http;
 pub mod netns;
 pub mod ns_cluster;
 pub mod require;
 pub mod smg;
+pub mod tls_worker;
 pub mod tmpfs;
 pub mod wait;
 pub mod worker;
