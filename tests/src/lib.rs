@@ -11,6 +11,7 @@
 //! - [`tmpfs`]: a small tmpfs mount for disk-full tests (root only);
 //! - [`docker`]: [`docker::DockerRun`], the containers, networks and images of one
 //!   container test, removed on drop; the image builds;
+//! - [`kube`]: rendering and validating the Kubernetes manifests offline;
 //! - [`tls_worker`]: [`tls_worker::TlsWorker`], an HTTPS worker for TLS-root checks.
 //!
 //! The tests live in `tests/*.rs`, one file per area.
@@ -22,6 +23,7 @@ pub mod binary;
 pub mod cluster;
 pub mod docker;
 pub mod http;
+pub mod kube;
 pub mod netns;
 pub mod ns_cluster;
 pub mod require;
