@@ -8,14 +8,14 @@
 #    dynamic), then checks that the result has no interpreter and no NEEDED library;
 # 2. splits the debug info off: target/container/probemesh.debug keeps it, the binary in
 #    the image is stripped of it and points to it with a .gnu_debuglink;
-# 3. assembles the build context in target/container/context (the binary, Debian's CA
-#    bundle, /etc/passwd, /etc/group, /etc/nsswitch.conf, an empty /data);
+# 3. assembles the build context in target/container/context (the binary, the Mozilla
+#    roots, /etc/passwd, /etc/group, /etc/nsswitch.conf, an empty /data);
 # 4. unless --no-image: `docker build -f deploy/container/Containerfile` with the OCI
 #    labels version, revision and source, tagged probemesh:<version> (or --tag);
 # and prints the sizes. See docs/deploy.md.
 #
-# Environment: CA_BUNDLE (default /etc/ssl/certs/ca-certificates.crt, from Debian's
-# ca-certificates), CARGO_TARGET_DIR, CARGO (default cargo).
+# Environment: CA_BUNDLE (a PEM file of roots to ship instead of the Mozilla set of
+# Debian's ca-certificates package), CARGO_TARGET_DIR, CARGO (default cargo).
 set -euo pipefail
 
 root=$(cd "$(dirname "$0")/../.." && pwd)
@@ -38,8 +38,6 @@ done
 for tool in objcopy readelf; do
   command -v "$tool" >/dev/null || { echo "build.sh: needs $tool (Debian: binutils)" >&2; exit 1; }
 done
-ca_bundle=${CA_BUNDLE:-/etc/ssl/certs/ca-certificates.crt}
-[ -s "$ca_bundle" ] || { echo "build.sh: no CA bundle at $ca_bundle (Debian: ca-certificates, or set CA_BUNDLE)" >&2; exit 1; }
 
 triple=x86_64-unknown-linux-gnu
 target_dir=${CARGO_TARGET_DIR:-$root/target}
@@ -79,12 +77,30 @@ objcopy --only-keep-debug "$built" "$out/probemesh.debug"
 objcopy --strip-debug --strip-unneeded --add-gnu-debuglink="$out/probemesh.debug" \
   "$built" "$out/context/rootfs/usr/local/bin/probemesh"
 chmod 0755 "$out/context/rootfs/usr/local/bin/probemesh"
-install -m 0644 "$ca_bundle" "$out/context/rootfs/etc/ssl/certs/ca-certificates.crt"
+# The roots: CA_BUNDLE when given, else the Mozilla set of Debian's ca-certificates
+# package, read from the package's own files. Not the build host's
+# /etc/ssl/certs/ca-certificates.crt, which also holds whatever local CAs that host
+# trusts (/usr/local/share/ca-certificates).
+bundle=$out/context/rootfs/etc/ssl/certs/ca-certificates.crt
+ca_version=$(dpkg-query -W -f '${Version}' ca-certificates 2>/dev/null || echo unknown)
+if [ -n "${CA_BUNDLE:-}" ]; then
+  [ -s "$CA_BUNDLE" ] || { echo "build.sh: CA_BUNDLE=$CA_BUNDLE is empty or missing" >&2; exit 1; }
+  install -m 0644 "$CA_BUNDLE" "$bundle"
+  ca_source="CA_BUNDLE=$CA_BUNDLE"
+  ca_version="custom"
+else
+  mozilla=/usr/share/ca-certificates/mozilla
+  mapfile -t roots < <( { dpkg-query -L ca-certificates 2>/dev/null || ls "$mozilla"/*.crt 2>/dev/null; } \
+    | grep "^$mozilla/.*\.crt\$" | LC_ALL=C sort)
+  [ ${#roots[@]} -gt 0 ] || { echo "build.sh: no roots in $mozilla (Debian: ca-certificates, or set CA_BUNDLE)" >&2; exit 1; }
+  for f in "${roots[@]}"; do cat "$f"; echo; done > "$bundle"
+  chmod 0644 "$bundle"
+  ca_source="Debian ca-certificates $ca_version, Mozilla set, ${#roots[@]} roots"
+fi
 install -m 0644 deploy/container/rootfs/etc/passwd deploy/container/rootfs/etc/group \
   deploy/container/rootfs/etc/nsswitch.conf "$out/context/rootfs/etc/"
 chmod 0750 "$out/context/data"
 cp deploy/container/Containerfile "$out/context/Containerfile"
-ca_version=$(dpkg-query -W -f '${Version}' ca-certificates 2>/dev/null || echo unknown)
 
 size() { stat -c %s "$1"; }
 mib() { awk -v b="$1" 'BEGIN { printf "%.1f MiB", b / 1048576 }'; }
@@ -92,7 +108,7 @@ bin_size=$(size "$out/context/rootfs/usr/local/bin/probemesh")
 echo "binary:      $out/context/rootfs/usr/local/bin/probemesh $(mib "$bin_size") ($bin_size bytes; static, debug info split off)"
 echo "debug info:  $out/probemesh.debug $(mib "$(size "$out/probemesh.debug")")"
 echo "unstripped:  $built $(mib "$(size "$built")")"
-echo "CA bundle:   $ca_bundle (ca-certificates $ca_version) $(mib "$(size "$ca_bundle")")"
+echo "CA bundle:   $ca_source, $(mib "$(size "$bundle")")"
 
 if [ "$build_image" = no ]; then
   exit 0
