@@ -72,6 +72,7 @@ async fn a_silent_agent_times_out_and_a_bad_admin_url_is_usage() {
     // Accepts connections (the kernel's backlog) but never answers.
     let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
     let admin = format!("http://{}", listener.local_addr().expect("addr"));
+    probemesh_bin(); // built (if needed) before the clock starts
     let start = std::time::Instant::now();
     let out = pm(
         &["check", "ready", "--admin", &admin, "--timeout", "300ms"],
