@@ -388,6 +388,13 @@ impl DockerRun {
         docker(&refs).await
     }
 
+    /// `docker create --name NAME --label … IMAGE`: a container that is never started
+    /// (to inspect or export its filesystem); removed when the run is dropped.
+    pub async fn create(&mut self, name: &str, image: &str) -> Result<String, String> {
+        self.containers.push(name.to_string());
+        docker(&["create", "--name", name, "--label", LABEL, image]).await
+    }
+
     /// `docker exec CONTAINER ARGS`, whatever the exit code.
     pub async fn exec(&self, container: &str, args: &[&str]) -> Result<Output, String> {
         let mut all = vec!["exec", container];

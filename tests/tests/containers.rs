@@ -263,20 +263,61 @@ async fn build_and_check_image(run: &mut DockerRun) -> probemesh_tests::docker::
             .is_some_and(|s| s.starts_with("http")),
         "{labels}"
     );
-    // FROM scratch: exactly the files build.sh puts in, nothing from a base image.
-    let history = docker(&[
-        "image",
-        "history",
-        "--no-trunc",
-        "--format",
-        "{{.CreatedBy}}",
-        &image.tag,
-    ])
-    .await
-    .expect("image history");
-    assert!(
-        !history.contains("FROM ") || history.contains("scratch"),
-        "unexpected base: {history}"
+    // FROM scratch: exactly the files build.sh puts in, nothing from a base image (no
+    // shell, no libc). `docker export` of a created container lists its filesystem.
+    let probe = run.name("files");
+    run.create(&probe, &image.tag).await.expect("docker create");
+    let tar = tempfile::NamedTempFile::new().expect("temp file");
+    let tar_path = tar.path().to_string_lossy().into_owned();
+    docker(&["export", "--output", &tar_path, &probe])
+        .await
+        .expect("docker export");
+    let listing = std::process::Command::new("tar")
+        .args(["-tf", &tar_path])
+        .output()
+        .expect("tar -t");
+    let mut files: Vec<String> = String::from_utf8_lossy(&listing.stdout)
+        .lines()
+        .map(|l| l.trim_end_matches('/').to_string())
+        .filter(|l| !l.is_empty())
+        .collect();
+    files.sort();
+    // What Docker itself adds to every container's filesystem.
+    let docker_adds = [
+        ".dockerenv",
+        "dev",
+        "dev/console",
+        "dev/pts",
+        "dev/shm",
+        "etc/hostname",
+        "etc/hosts",
+        "etc/mtab",
+        "etc/resolv.conf",
+        "proc",
+        "sys",
+    ];
+    let ours: Vec<&str> = files
+        .iter()
+        .map(String::as_str)
+        .filter(|f| !docker_adds.contains(f))
+        .collect();
+    assert_eq!(
+        ours,
+        [
+            "data",
+            "etc",
+            "etc/group",
+            "etc/nsswitch.conf",
+            "etc/passwd",
+            "etc/ssl",
+            "etc/ssl/certs",
+            "etc/ssl/certs/ca-certificates.crt",
+            "usr",
+            "usr/local",
+            "usr/local/bin",
+            "usr/local/bin/probemesh",
+        ],
+        "the image's files"
     );
     image
 }
