@@ -34,6 +34,9 @@ pub enum Command {
         #[command(flatten)]
         client: ClientArgs,
     },
+    /// Exit 0 when the local agent is healthy (`check health`) or ready (`check ready`):
+    /// an exec probe for orchestrators that cannot reach the admin API.
+    Check(crate::client::check::CheckArgs),
     /// Create TLS material for a cluster.
     Tls {
         /// The TLS command.

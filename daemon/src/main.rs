@@ -17,6 +17,7 @@ fn main() -> ExitCode {
         Command::Workers { client, command } => probemesh::client::run(client, command),
         Command::Members { client } => probemesh::client::run_members(client),
         Command::Tls { command } => probemesh::tls_commands::run(command),
+        Command::Check(args) => probemesh::client::check::run(&args),
         Command::Version => {
             println!(
                 "probemesh {} (revision {}, protocol {})",

@@ -61,7 +61,7 @@ fn profile_args() -> Vec<&'static str> {
 /// them (ring's watches `CARGO_MANIFEST_DIR`) would see them change between a build from
 /// a shell and one from the suite, and every such switch would rebuild ring and all
 /// that depends on it.
-fn is_test_crate_var(key: &str) -> bool {
+pub fn is_test_crate_var(key: &str) -> bool {
     matches!(
         key,
         "CARGO_MANIFEST_DIR"

@@ -10,6 +10,10 @@
 //!   fails under `PROBEMESH_REQUIRE_ROOT_TESTS=1` (CI);
 //! - [`tmpfs`]: a small tmpfs mount for disk-full tests (root only);
 //! - [`limits`]: `prlimit` around the agent, own fd limit, a keep-alive raw client.
+//! - [`docker`]: [`docker::DockerRun`], the containers, networks and images of one
+//!   container test, removed on drop; the image builds;
+//! - [`kube`]: rendering and validating the Kubernetes manifests offline;
+//! - [`tls_worker`]: [`tls_worker::TlsWorker`], an HTTPS worker for TLS-root checks.
 //!
 //! The tests live in `tests/*.rs`, one file per area.
 
@@ -18,12 +22,15 @@
 pub mod agent;
 pub mod binary;
 pub mod cluster;
+pub mod docker;
 pub mod http;
+pub mod kube;
 pub mod limits;
 pub mod netns;
 pub mod ns_cluster;
 pub mod require;
 pub mod smg;
+pub mod tls_worker;
 pub mod tmpfs;
 pub mod wait;
 pub mod worker;

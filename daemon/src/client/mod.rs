@@ -1,6 +1,7 @@
 //! The client commands (`probemesh workers …`): thin wrappers over the admin API that
 //! print readable tables, or the API's JSON with `--json`.
 
+pub mod check;
 mod table;
 mod watch;
 
