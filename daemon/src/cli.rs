@@ -1,8 +1,9 @@
 //! Command-line types (clap). Parsing only; `main` dispatches.
 
-use clap::{Arg, ArgMatches, Args, CommandFactory, FromArgMatches, Parser, Subcommand};
+use clap::{Arg, ArgMatches, Args, CommandFactory, FromArgMatches, Parser, Subcommand, ValueEnum};
 use std::collections::BTreeMap;
 use std::path::PathBuf;
+use std::time::Duration;
 
 /// probemesh: gossip LLM-gateway worker membership, route only to workers verified
 /// by this node's own probes.
@@ -36,7 +37,7 @@ pub enum Command {
     },
     /// Exit 0 when the local agent is healthy (`check health`) or ready (`check ready`):
     /// an exec probe for orchestrators that cannot reach the admin API.
-    Check(crate::client::check::CheckArgs),
+    Check(CheckArgs),
     /// Create TLS material for a cluster.
     Tls {
         /// The TLS command.
@@ -340,4 +341,28 @@ mod tests {
         assert_eq!(args.values["seeds"], text(&["x:1", "y:2"]));
         assert_eq!(args.values.len(), 3, "flags not given are absent");
     }
+}
+
+/// Flags of `probemesh check`.
+#[derive(Debug, Args)]
+pub struct CheckArgs {
+    /// What to check: `health` (`GET /v1/health`: the agent answers) or `ready`
+    /// (`GET /v1/ready`: state loaded, gossip up, not degraded).
+    #[arg(value_enum)]
+    pub what: CheckTarget,
+    /// Admin API of the agent (plain http only).
+    #[arg(long, env = "PROBEMESH_ADMIN", default_value = "http://127.0.0.1:7801")]
+    pub admin: String,
+    /// Give up after this long (connect and answer together).
+    #[arg(long, value_name = "DURATION", default_value = "2s", value_parser = crate::duration::parse_duration)]
+    pub timeout: Duration,
+}
+
+/// The endpoint `probemesh check` asks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum CheckTarget {
+    /// `GET /v1/health`.
+    Health,
+    /// `GET /v1/ready`.
+    Ready,
 }

@@ -13,6 +13,7 @@ pub mod client;
 pub mod cluster_sync;
 pub mod config;
 pub mod declarative;
+pub mod duration;
 pub mod events;
 pub mod gateway;
 pub mod health_settings;

@@ -11,7 +11,7 @@
 //! not a TLS root store load. Exit 0 on a 200; 1 on any other status, a timeout or no
 //! connection (the reason on stderr); the answer's body on stdout.
 
-use clap::{Args, ValueEnum};
+use crate::cli::{CheckArgs, CheckTarget};
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream, ToSocketAddrs};
 use std::process::ExitCode;
@@ -19,30 +19,6 @@ use std::time::{Duration, Instant};
 
 /// Answers larger than this are cut (the endpoints answer a few hundred bytes).
 const MAX_ANSWER: u64 = 64 * 1024;
-
-/// Flags of `probemesh check`.
-#[derive(Debug, Args)]
-pub struct CheckArgs {
-    /// What to check: `health` (`GET /v1/health`: the agent answers) or `ready`
-    /// (`GET /v1/ready`: state loaded, gossip up, not degraded).
-    #[arg(value_enum)]
-    pub what: CheckTarget,
-    /// Admin API of the agent (plain http only).
-    #[arg(long, env = "PROBEMESH_ADMIN", default_value = "http://127.0.0.1:7801")]
-    pub admin: String,
-    /// Give up after this long (connect and answer together).
-    #[arg(long, value_name = "DURATION", default_value = "2s", value_parser = crate::config::parse_duration)]
-    pub timeout: Duration,
-}
-
-/// The endpoint `probemesh check` asks.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum CheckTarget {
-    /// `GET /v1/health`.
-    Health,
-    /// `GET /v1/ready`.
-    Ready,
-}
 
 impl CheckTarget {
     fn path(self) -> &'static str {

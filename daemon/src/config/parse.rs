@@ -45,24 +45,7 @@ pub mod limits {
     pub const MIN_DEAD_NODE_GRACE_PERIOD: Duration = Duration::from_secs(1);
 }
 
-/// Parses `500ms`, `5s`, `2m`, `24h` and the other humantime forms.
-pub fn parse_duration(s: &str) -> Result<Duration, String> {
-    humantime::parse_duration(s.trim())
-        .map_err(|e| format!("`{s}` is not a duration ({e}); write it like 500ms, 5s, 2m or 24h"))
-}
-
-/// Writes a duration the way the documentation does: in the largest of `h`, `m`, `s`
-/// and `ms` that divides it (`24h`, not humantime's `1day`), so a default reads back
-/// through [`parse_duration`] and matches docs/configuration.md.
-pub fn format_duration(d: &Duration) -> String {
-    let ms = d.as_millis();
-    for (unit, size) in [("h", 3_600_000), ("m", 60_000), ("s", 1_000)] {
-        if ms > 0 && ms.is_multiple_of(size) {
-            return format!("{}{unit}", ms / size);
-        }
-    }
-    format!("{ms}ms")
-}
+pub use crate::duration::{format_duration, parse_duration};
 
 /// Node ids appear in URLs, metrics labels and logs: printable, no spaces. The rule is
 /// the cluster validator's, which peers' records are checked against too.
