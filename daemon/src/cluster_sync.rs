@@ -186,10 +186,9 @@ async fn full_sync(node: &Arc<Node>, gossip: &GossipHandle, state: &mut SyncStat
     let advertised_by_live_peers = snap.advertised_by_live_peer.clone();
     node.set_cluster(snap);
     let imported = !actions.is_empty();
-    for action in actions {
-        if let Err(e) = node.apply_import(action).await {
-            tracing::warn!(error = %e, "could not apply a change learned from a peer; will retry");
-        }
+    // One commit (one fsync) for the whole round.
+    if let Err(e) = node.apply_imports(actions).await {
+        tracing::warn!(error = %e, "could not apply the changes learned from peers; will retry");
     }
 
     // A failed worker is evicted once every live member tracking it holds it failed
