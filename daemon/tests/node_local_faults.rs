@@ -3,69 +3,17 @@
 //! record is dropped; a probe that fails for lack of a local resource changes nothing
 //! about the worker.
 
+mod support;
+
 use axum::http::StatusCode;
 use probemesh::admin::error::ApiError;
-use probemesh::config::ProbeDefaults;
-use probemesh::metrics::Metrics;
-use probemesh::node::{NextStep, Node, NodeError, NodeSettings};
+use probemesh::node::{NextStep, NodeError};
 use probemesh::probe::check::{LocalResource, ProbeReport, ProbeResult};
-use probemesh::store::{Disk, Mutation, RealDisk, Store};
+use probemesh::store::{Mutation, Store};
 use probemesh_gossip::model::Status;
 use probemesh_gossip::model::{EvictionReason, Tombstone, WorkerSpec, WorkerUrl};
-use std::fs::File;
-use std::io;
-use std::path::Path;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
-
-/// The real disk, whose log appends fail with ENOSPC while `full` is set.
-#[derive(Debug, Clone, Default)]
-struct SwitchableDisk {
-    full: Arc<AtomicBool>,
-}
-
-impl Disk for SwitchableDisk {
-    fn write(&mut self, file: &mut File, buf: &[u8]) -> io::Result<usize> {
-        if self.full.load(Ordering::SeqCst) {
-            return Err(io::Error::from_raw_os_error(28));
-        }
-        RealDisk.write(file, buf)
-    }
-    fn sync_data(&mut self, file: &File) -> io::Result<()> {
-        RealDisk.sync_data(file)
-    }
-    fn sync_all(&mut self, file: &File) -> io::Result<()> {
-        RealDisk.sync_all(file)
-    }
-    fn set_len(&mut self, file: &File, len: u64) -> io::Result<()> {
-        RealDisk.set_len(file, len)
-    }
-    fn create(&mut self, path: &Path) -> io::Result<File> {
-        RealDisk.create(path)
-    }
-    fn rename(&mut self, from: &Path, to: &Path) -> io::Result<()> {
-        RealDisk.rename(from, to)
-    }
-    fn remove(&mut self, path: &Path) -> io::Result<()> {
-        RealDisk.remove(path)
-    }
-    fn sync_dir(&mut self, dir: &Path) -> io::Result<()> {
-        RealDisk.sync_dir(dir)
-    }
-}
-
-fn node(store: Store) -> Node {
-    let (probe_tx, _probe_rx) = tokio::sync::mpsc::unbounded_channel();
-    let settings = NodeSettings {
-        node_id: "node-a".into(),
-        probe: ProbeDefaults::default(),
-        remove_failed: true,
-        tombstone_ttl: Duration::from_secs(3600),
-        allow: Vec::new(),
-    };
-    Node::new(settings, store, Arc::new(Metrics::new()), probe_tx)
-}
+use support::{TestDisk, node};
 
 fn spec(port: u16) -> WorkerSpec {
     WorkerSpec::new(WorkerUrl::parse(&format!("http://127.0.0.1:{port}")).unwrap())
@@ -74,11 +22,11 @@ fn spec(port: u16) -> WorkerSpec {
 #[tokio::test]
 async fn a_full_disk_answers_507_and_the_refused_worker_never_appears() {
     let dir = tempfile::tempdir().unwrap();
-    let disk = SwitchableDisk::default();
+    let disk = TestDisk::default();
     let (store, _) = Store::open_with(dir.path(), Box::new(disk.clone())).unwrap();
     let n = node(store);
     n.register(spec(9001)).await.unwrap();
-    disk.full.store(true, Ordering::SeqCst);
+    disk.set_full(true);
     let err = n.register(spec(9002)).await.unwrap_err();
     assert!(matches!(err, NodeError::Store(_)), "{err}");
     let api = ApiError::from(err);
@@ -92,7 +40,7 @@ async fn a_full_disk_answers_507_and_the_refused_worker_never_appears() {
         "{text}"
     );
     // Space returns: the next change is durable, the refused one stays absent.
-    disk.full.store(false, Ordering::SeqCst);
+    disk.set_full(false);
     n.register(spec(9003)).await.unwrap();
     assert!(n.store_stopped().is_none());
     drop(n);
