@@ -176,6 +176,44 @@ async fn wait_status_on(api: &Api, id: &str, status: &str, deadline: Duration, w
     .await;
 }
 
+/// Waits until every node of `nodes` lists every id of `ids` as alive.
+async fn wait_all_alive(nodes: &[Node], ids: &[String], what: &str) {
+    for n in nodes {
+        eventually(
+            &format!("{} to see {} alive {what}", n.id, ids.len()),
+            Duration::from_secs(60),
+            POLL,
+            || async {
+                let m = members(&n.api).await?;
+                if ids.iter().all(|id| is_alive(&m, id)) {
+                    Ok(())
+                } else {
+                    Err(m.to_string())
+                }
+            },
+        )
+        .await;
+    }
+}
+
+/// Waits until `api`'s view has each `(worker id, status)` of `want`, where the status
+/// `absent` means the worker is not in the view.
+async fn wait_view(api: &Api, want: &[(&str, &str)], what: &str) {
+    eventually(what, Duration::from_secs(60), POLL, || async {
+        let list = workers(api).await?;
+        let seen: Vec<(&str, &str)> = want
+            .iter()
+            .map(|(id, _)| (*id, find_worker(&list, id).map_or("absent", status_of)))
+            .collect();
+        if seen.as_slice() == want {
+            Ok(())
+        } else {
+            Err(format!("{seen:?}"))
+        }
+    })
+    .await;
+}
+
 /// Builds the probemesh image with the documented script and checks what issue 17 asks
 /// of it: FROM scratch contents, size, user, volume, ports, entrypoint, labels, no
 /// HEALTHCHECK.
@@ -767,26 +805,7 @@ async fn three_agent_containers_form_a_cluster_adopt_a_killed_members_workers_an
             .expect("start agent container");
     }
     let all_ids: Vec<String> = nodes.iter().map(|n| n.id.clone()).collect();
-    for n in &nodes {
-        let ids = all_ids.clone();
-        eventually(
-            &format!("{} to see 3 alive members", n.id),
-            Duration::from_secs(60),
-            POLL,
-            || {
-                let ids = ids.clone();
-                async move {
-                    let m = members(&n.api).await?;
-                    if ids.iter().all(|id| is_alive(&m, id)) {
-                        Ok(())
-                    } else {
-                        Err(m.to_string())
-                    }
-                }
-            },
-        )
-        .await;
-    }
+    wait_all_alive(&nodes, &all_ids, "members").await;
     let formed = formed_from.elapsed();
     println!(
         "FIGURE cluster of 3 containers formed (3 alive on each) {:.2} s after the first docker run",
@@ -994,25 +1013,10 @@ async fn three_agent_containers_form_a_cluster_adopt_a_killed_members_workers_an
         },
     )
     .await;
-    eventually(
+    wait_view(
+        &nodes[1].api,
+        &[(&w0, "absent"), (&w1, "ready"), (&w2, "ready")],
         "n1 to converge after the partition",
-        Duration::from_secs(60),
-        POLL,
-        || async {
-            let list = workers(&nodes[1].api).await?;
-            let st = |id: &str| {
-                find_worker(&list, id)
-                    .map(status_of)
-                    .unwrap_or("absent")
-                    .to_string()
-            };
-            let (a, b, c) = (st(&w0), st(&w1), st(&w2));
-            if a == "absent" && b == "ready" && c == "ready" {
-                Ok(())
-            } else {
-                Err(format!("w0={a} w1={b} w2={c}"))
-            }
-        },
     )
     .await;
     println!(
@@ -1025,45 +1029,11 @@ async fn three_agent_containers_form_a_cluster_adopt_a_killed_members_workers_an
     docker(&["start", &nodes[2].container])
         .await
         .expect("docker start n2");
-    for n in &nodes {
-        let ids = all_ids.clone();
-        eventually(
-            &format!("{} to see 3 alive after the restart", n.id),
-            Duration::from_secs(60),
-            POLL,
-            || {
-                let ids = ids.clone();
-                async move {
-                    let m = members(&n.api).await?;
-                    if ids.iter().all(|id| is_alive(&m, id)) {
-                        Ok(())
-                    } else {
-                        Err(m.to_string())
-                    }
-                }
-            },
-        )
-        .await;
-    }
-    eventually(
+    wait_all_alive(&nodes, &all_ids, "after the restart").await;
+    wait_view(
+        &nodes[2].api,
+        &[(&w0, "absent"), (&w1, "ready"), (&w2, "ready")],
         "n2 to agree after its restart",
-        Duration::from_secs(60),
-        POLL,
-        || async {
-            let list = workers(&nodes[2].api).await?;
-            let st = |id: &str| {
-                find_worker(&list, id)
-                    .map(status_of)
-                    .unwrap_or("absent")
-                    .to_string()
-            };
-            let (a, b, c) = (st(&w0), st(&w1), st(&w2));
-            if a == "absent" && b == "ready" && c == "ready" {
-                Ok(())
-            } else {
-                Err(format!("w0={a} w1={b} w2={c}"))
-            }
-        },
     )
     .await;
     println!(
