@@ -74,6 +74,7 @@ impl App {
             remove_failed: config.remove_failed,
             tombstone_ttl: config.tombstone_ttl,
             allow: config.cluster.allow_worker_cidrs.clone(),
+            clock: crate::clock::Clock::System,
         };
         let node = Arc::new(Node::new(settings, store, metrics, probe_tx));
         latches[0].release();
@@ -99,7 +100,7 @@ impl App {
         let transport =
             QuicTransport::new(tls, QuicSettings::for_gossip_interval(c.gossip_interval));
         node.metrics().attach_transport(transport.metrics());
-        let generation = crate::node::unix_ms(std::time::SystemTime::now());
+        let generation = crate::clock::Clock::System.now_ms();
         let gossip_config = GossipConfig {
             node_id: config.node_id.clone(),
             generation,
@@ -112,7 +113,7 @@ impl App {
             version: crate::version::VERSION.to_string(),
             identities: Some(transport.identities()),
         };
-        let gossip = spawn_gossip(gossip_config, &transport).await?;
+        let gossip = Arc::new(spawn_gossip(gossip_config, &transport).await?);
         let guard = IdentityGuard::new(
             &config.node_id,
             generation,
@@ -121,7 +122,12 @@ impl App {
             !c.seeds.is_empty(),
             std::time::Instant::now(),
         );
-        let identity = IdentityWatch::new(guard, latches[2].clone(), readiness.clone());
+        let identity = IdentityWatch::new(
+            Arc::clone(&gossip),
+            guard,
+            latches[2].clone(),
+            readiness.clone(),
+        );
         tracing::info!(
             cluster_id = %c.cluster_id,
             listen = %c.gossip_listen,
@@ -136,7 +142,7 @@ impl App {
             node,
             probe_rx,
             listener,
-            gossip: Arc::new(gossip),
+            gossip,
             readiness,
             latches,
             admin_server,
@@ -167,8 +173,11 @@ impl App {
         let engine = tokio::spawn(probe::run(
             Arc::clone(&node),
             probe_rx,
-            checker,
-            probe::DEFAULT_CONCURRENCY,
+            Arc::new(checker),
+            probe::EngineSettings {
+                concurrency: probe::DEFAULT_CONCURRENCY,
+                rng: rand::SeedableRng::from_os_rng(),
+            },
             shutdown.child_token(),
         ));
         node.schedule_all();

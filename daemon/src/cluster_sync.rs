@@ -1,33 +1,35 @@
 //! The bridge between the local view and gossip, run as one task.
 //!
 //! Level-triggered and idempotent: whenever the local view or a peer's keys change (and
-//! at least every gossip interval, to see deletions and membership changes), it
-//! - reads the cluster snapshot and hands it to the node (members, peers' verdicts);
-//! - imports peers' registrations and tombstones (rules in `lifecycle::import`);
-//! - publishes this node's keys: the registrations it owns or has adopted, its verdict
-//!   on every worker it tracks, and every tombstone it holds; only differences from
-//!   what it published last are written.
+//! at least every gossip interval, to see deletions and membership changes), it reads
+//! the cluster snapshot, hands it to the node (members, peers' verdicts), runs the pure
+//! reconcile step ([`crate::lifecycle::reconcile`]) and applies its plan: imports in one
+//! commit, agreed evictions, and the publication (the gossip crate writes only what
+//! changed). It works over any [`ClusterSource`]: chitchat in the agent, the seeded
+//! dissemination model in the simulator.
 
 use crate::identity_watch::{IdentityWatch, REPEAT_LOG, Step};
-use crate::lifecycle::import::{self, ImportAction, LocalWorker};
+use crate::lifecycle::import::{self, ImportAction};
+use crate::lifecycle::reconcile::{self, Inputs, Memory, Tracked};
 use crate::node::Node;
 use crate::registry::Origin;
 use crate::reported::ReportedOnce;
 use probemesh_gossip::cluster::ClusterSnapshot;
-use probemesh_gossip::keys;
 use probemesh_gossip::model::WorkerId;
-use probemesh_gossip::node::GossipHandle;
-use std::collections::{BTreeMap, HashMap};
+use probemesh_gossip::source::{ClusterSource, Fingerprint};
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
+pub use crate::lifecycle::reconcile::ADOPT_AFTER;
+
 /// Runs until `stop`. With `identity`, nothing is imported or published before the
 /// node has joined (no other live process has its id), and a refused node stops syncing
 /// and repeats its refusal in the log until `stop`.
-pub async fn run(
+pub async fn run<S: ClusterSource>(
     node: Arc<Node>,
-    gossip: Arc<GossipHandle>,
+    source: Arc<S>,
     interval: Duration,
     mut identity: Option<IdentityWatch>,
     stop: CancellationToken,
@@ -37,19 +39,22 @@ pub async fn run(
     let mut tick = tokio::time::interval(interval);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
+        // Biased: the same order of wake-ups gives the same rounds, which keeps a
+        // paused-time simulation reproducible.
         tokio::select! {
+            biased;
             () = stop.cancelled() => return,
             _ = index_rx.changed() => {}
-            () = gossip.changed() => {}
+            () = source.changed() => {}
             _ = tick.tick() => {}
         }
         let step = match identity.as_mut() {
-            Some(watch) => watch.check(&gossip, node.metrics()).await,
+            Some(watch) => watch.check(node.metrics()).await,
             None => Step::Sync,
         };
         match step {
             Step::Wait => continue,
-            Step::Sync => sync_once(&node, &gossip, &mut state).await,
+            Step::Sync => sync_once(&node, source.as_ref(), &mut state).await,
             Step::Refused => break,
         }
     }
@@ -64,14 +69,12 @@ pub async fn run(
     }
 }
 
-/// Cluster fingerprint (see `GossipHandle::fingerprint`), view index, tombstone count.
-type Observed = (Vec<(String, u64, u64, bool)>, u64, usize);
+/// Cluster fingerprint, view index, tombstone count.
+type Observed = (Fingerprint, u64, usize);
 
 /// What the sync loop remembers between rounds.
 #[derive(Debug, Default)]
 pub struct SyncState {
-    /// The keys this node published last, with their values.
-    published: HashMap<String, String>,
     /// Peers already warned about for a newer record format.
     warned_newer: std::collections::HashSet<String>,
     /// Dropped peer records and refused owner claims already counted and logged:
@@ -80,24 +83,18 @@ pub struct SyncState {
     /// Cluster fingerprint, view index and tombstone count after the last full round:
     /// when none changed there is nothing to import or publish.
     last: Option<Observed>,
-    /// Since when each registration has had no live advertiser (adoption waits
-    /// [`ADOPT_AFTER`] so that a missed heartbeat does not move keys back and forth).
-    orphaned_since: HashMap<WorkerId, tokio::time::Instant>,
+    /// The reconcile step's memory (adoption timers).
+    memory: Memory,
     /// When the first pending adoption's wait ends: a full round is due then even if
     /// nothing else changed.
     adopt_due: Option<tokio::time::Instant>,
 }
 
-/// How long a registration must have had no live advertiser before the adopter takes
-/// it over. Far below `--dead-node-grace-period` (the dead owner's own record stays
-/// readable that long), far above a flapping failure detector's false alarms.
-pub const ADOPT_AFTER: Duration = Duration::from_secs(5);
-
 /// One reconciliation in both directions; skipped when neither the cluster state nor
 /// the local view changed since the last one (the common case, which keeps a node with
 /// 10,000 workers from decoding and re-encoding them every gossip round).
-pub async fn sync_once(node: &Arc<Node>, gossip: &GossipHandle, state: &mut SyncState) {
-    let fingerprint = gossip.fingerprint().await;
+pub async fn sync_once<S: ClusterSource>(node: &Arc<Node>, source: &S, state: &mut SyncState) {
+    let fingerprint = source.fingerprint().await;
     let now = (
         fingerprint,
         node.registry().read().index,
@@ -121,13 +118,7 @@ pub async fn sync_once(node: &Arc<Node>, gossip: &GossipHandle, state: &mut Sync
         tracing::trace!(?moved, "cluster sync: members whose state moved");
     }
     node.metrics().sync_round();
-    let changed = full_sync(node, gossip, state).await;
-    state.adopt_due = state
-        .orphaned_since
-        .values()
-        .map(|since| *since + ADOPT_AFTER)
-        .filter(|due| *due > tokio::time::Instant::now())
-        .min();
+    let changed = full_sync(node, source, state).await;
     // A member still being checked (attestation) is not in the fingerprint: keep
     // taking full rounds until the check ends, or an eviction waiting on it would wait
     // for the next unrelated change.
@@ -136,134 +127,73 @@ pub async fn sync_once(node: &Arc<Node>, gossip: &GossipHandle, state: &mut Sync
 }
 
 /// Returns whether it changed anything.
-async fn full_sync(node: &Arc<Node>, gossip: &GossipHandle, state: &mut SyncState) -> bool {
-    let SyncState {
-        published,
-        warned_newer,
-        orphaned_since,
-        reported,
-        ..
-    } = state;
-    let snap = gossip.snapshot().await;
+async fn full_sync<S: ClusterSource>(node: &Arc<Node>, source: &S, state: &mut SyncState) -> bool {
+    let snap = source.snapshot().await;
     node.metrics().gossip_malformed(snap.malformed);
-    report_rejections(node, &snap, reported);
+    report_rejections(node, &snap, &mut state.reported);
     for peer in &snap.newer_format {
-        if warned_newer.insert(peer.clone()) {
+        if state.warned_newer.insert(peer.clone()) {
             tracing::warn!(peer = %peer, "ignoring records in a newer format than this build reads; upgrade this node");
         }
     }
     let alive = snap.live_node_ids().count();
     node.metrics().members(alive, snap.members.len() - alive);
-    let actions = {
+    let plan = {
         let view = node.registry().read();
-        let local: BTreeMap<WorkerId, LocalWorker<'_>> = view
+        let durable = node.durable();
+        let local: BTreeMap<WorkerId, Tracked<'_>> = view
             .workers
             .iter()
             .map(|(id, e)| {
                 (
                     id.clone(),
-                    LocalWorker {
-                        generation: e.reg.generation,
-                        revision: e.reg.revision,
-                        spec: &e.reg.spec,
+                    Tracked {
+                        reg: &e.reg,
+                        registered_here: e.origin == Origin::Local,
+                        status: e.status,
+                        status_since_ms: crate::clock::unix_ms(e.status_since),
                     },
                 )
             })
             .collect();
-        import::plan(
-            node.node_id(),
-            &local,
-            &snap.registrations,
-            &snap.tombstones,
-            |id| node.stored_tombstone_generation(id),
-            |spec| node.allowed(spec),
+        let allowed = |spec: &_| node.allowed(spec);
+        reconcile::reconcile(
+            &Inputs {
+                self_id: node.node_id(),
+                now: tokio::time::Instant::now(),
+                local: &local,
+                stored_tombstones: &durable.tombstones,
+                snapshot: &snap,
+                remove_failed: node.remove_failed(),
+                allowed: &allowed,
+            },
+            &mut state.memory,
         )
     };
-    report_owner_claims(node, &snap, &actions, reported);
-    // Only members seen first-hand can be the adopter: an id invented in relayed state
-    // ("0", which sorts first) would otherwise be chosen and never adopt (S8).
-    let adopter = import::is_adopter(node.node_id(), snap.live_attested_node_ids());
-    let advertised_by_live_peers = snap.advertised_by_live_peer.clone();
+    state.adopt_due = plan.adoption_due;
+    report_owner_claims(node, &snap, &plan.imports, &mut state.reported);
     node.set_cluster(snap);
-    let imported = !actions.is_empty();
+    let imported = !plan.imports.is_empty();
     // One commit (one fsync) for the whole round.
-    if let Err(e) = node.apply_imports(actions).await {
+    if let Err(e) = node.apply_imports(plan.imports).await {
         tracing::warn!(error = %e, "could not apply the changes learned from peers; will retry");
     }
-
     // A failed worker is evicted once every live member tracking it holds it failed
-    // (S6 b); the last verdict to arrive may be a peer's, so re-check on every sync.
-    for (id, generation) in node.failed_workers() {
-        if node.eviction_agreed(&id, generation)
-            && let Err(e) = node.evict_failed(&id, generation).await
-        {
+    // (S6 b); the last verdict to arrive may be a peer's or this node's own, and this
+    // is the one place that decides.
+    for (id, generation) in &plan.evictions {
+        if let Err(e) = node.evict_failed(id, *generation).await {
             tracing::warn!(id = %id, error = %e, "could not evict a failed worker; will retry");
         }
     }
-
-    // Forget wait timers of registrations that have an advertiser again (or are gone).
-    orphaned_since.retain(|id, _| {
-        !advertised_by_live_peers.contains_key(id) && node.registry().get(id).is_some()
-    });
-
-    // What this node should be publishing now.
-    let mut desired: HashMap<String, String> = HashMap::new();
-    {
-        let view = node.registry().read();
-        for (id, e) in &view.workers {
-            desired.insert(
-                keys::status_key(id),
-                keys::encode_status(
-                    e.reg.generation,
-                    e.status,
-                    crate::node::unix_ms(e.status_since),
-                ),
-            );
-            let owns = e.origin == Origin::Local;
-            let peers_newest = advertised_by_live_peers.get(id).copied();
-            // Adopt a registration no live member advertises (its owner died, S8).
-            let orphan = e.origin == Origin::Peer && peers_newest.is_none();
-            let adopts = orphan
-                && adopter
-                && orphaned_since
-                    .get(id)
-                    .is_some_and(|since| since.elapsed() >= ADOPT_AFTER);
-            if orphan && !adopts {
-                orphaned_since
-                    .entry(id.clone())
-                    .or_insert_with(tokio::time::Instant::now);
-            }
-            // Carry a PATCH made here until the advertisers have taken it (S9).
-            let newer_here =
-                peers_newest.is_some_and(|best| best < (e.reg.generation, e.reg.revision));
-            if (owns || adopts || newer_here)
-                && let Ok(v) = keys::encode_registration(&e.reg)
-            {
-                desired.insert(keys::reg_key(id), v);
-            }
-        }
-    }
-    for t in node.stored_tombstones() {
-        if let Ok(v) = keys::encode_tombstone(&t) {
-            desired.insert(keys::tomb_key(&t.id), v);
-        }
-    }
-    let mut changes = Vec::new();
-    for (k, v) in &desired {
-        if published.get(k) != Some(v) {
-            changes.push((k.clone(), Some(v.clone())));
-        }
-    }
-    for k in published.keys() {
-        if !desired.contains_key(k) {
-            changes.push((k.clone(), None));
-        }
-    }
-    let changed = imported || !changes.is_empty();
-    tracing::trace!(imported, published = changes.len(), sample = ?changes.iter().take(3).collect::<Vec<_>>(), "cluster sync round");
-    gossip.update_keys(changes).await;
-    *published = desired;
-    changed
+    let published = source.publish(&plan.publication).await;
+    tracing::trace!(
+        imported,
+        evicted = plan.evictions.len(),
+        published,
+        "cluster sync round"
+    );
+    imported || !plan.evictions.is_empty() || published > 0
 }
 
 /// Counts and logs each peer record the snapshot dropped (SPEC S11), once per record:

@@ -9,6 +9,7 @@ use crate::metrics::Metrics;
 use crate::readiness::{Latch, Readiness};
 use probemesh_gossip::identity::{IdentityGuard, Phase};
 use probemesh_gossip::node::GossipHandle;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 /// How often a refused node, or a node that sees a rival, repeats its error in the log.
@@ -28,6 +29,7 @@ pub enum Step {
 /// The guard and what it drives.
 #[derive(Debug)]
 pub struct IdentityWatch {
+    gossip: Arc<GossipHandle>,
     guard: IdentityGuard,
     joined: Option<Latch>,
     readiness: Readiness,
@@ -35,10 +37,16 @@ pub struct IdentityWatch {
 }
 
 impl IdentityWatch {
-    /// Watches with `guard`; releases `joined` when the node joins and refuses through
-    /// `readiness`.
-    pub fn new(guard: IdentityGuard, joined: Latch, readiness: Readiness) -> IdentityWatch {
+    /// Watches `gossip` with `guard`; releases `joined` when the node joins and refuses
+    /// through `readiness`.
+    pub fn new(
+        gossip: Arc<GossipHandle>,
+        guard: IdentityGuard,
+        joined: Latch,
+        readiness: Readiness,
+    ) -> IdentityWatch {
         IdentityWatch {
+            gossip,
             guard,
             joined: Some(joined),
             readiness,
@@ -47,8 +55,8 @@ impl IdentityWatch {
     }
 
     /// One check against chitchat's current state.
-    pub async fn check(&mut self, gossip: &GossipHandle, metrics: &Metrics) -> Step {
-        let view = gossip.self_id_view().await;
+    pub async fn check(&mut self, metrics: &Metrics) -> Step {
+        let view = self.gossip.self_id_view().await;
         let now = Instant::now();
         let rivals = self.guard.observe(now, view.peers, &view.others);
         metrics.identity_rivals(rivals.len());
@@ -59,7 +67,7 @@ impl IdentityWatch {
                 self.readiness.refuse(reason);
                 // Leave gossip: the other process's membership and state stay as they are,
                 // and this instance ages out of every peer's view.
-                gossip.abort();
+                self.gossip.abort();
                 Step::Refused
             }
             Phase::Checking => Step::Wait,

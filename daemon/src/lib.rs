@@ -2,14 +2,17 @@
 //! build nodes in one process. The binary (`main.rs`) only parses and dispatches.
 //!
 //! A request's path through the code: `admin/` (HTTP) → `node` (operations, under one
-//! gate) → `store/` (durable) and `registry` (local view) → `probe/` (engine and checks)
-//! → `lifecycle/` (pure rules).
+//! gate) → `store/` (durable) and `registry` (local view) → `probe/` (engine and checks,
+//! which calls the node only through `probe::ProbeHost`). The cluster rules are pure
+//! functions in `lifecycle/`; `cluster_sync` feeds them a gossip snapshot
+//! (`lifecycle::reconcile`) and applies their plan. Time comes from `clock`.
 
 pub mod admin;
 pub mod advertise;
 pub mod app;
 pub mod cli;
 pub mod client;
+pub mod clock;
 pub mod cluster_sync;
 pub mod config;
 pub mod declarative;

@@ -6,7 +6,7 @@
 
 use crate::lifecycle::state_machine::{self, Counters, Outcome, Thresholds};
 use probemesh_gossip::model::{Registration, Status, WorkerId, WorkerSpec};
-use std::collections::HashMap;
+use std::collections::BTreeMap;
 use std::sync::{RwLock, RwLockReadGuard, RwLockWriteGuard};
 use std::time::{Duration, SystemTime};
 use tokio::sync::watch;
@@ -78,8 +78,9 @@ pub struct Transition {
 /// The workers and the change index.
 #[derive(Debug, Default)]
 pub struct View {
-    /// Every known worker.
-    pub workers: HashMap<WorkerId, Entry>,
+    /// Every known worker, in id order (so that every walk over the view, and what
+    /// follows from it, is the same in every run).
+    pub workers: BTreeMap<WorkerId, Entry>,
     /// Grows by one with every change.
     pub index: u64,
 }
@@ -97,7 +98,7 @@ impl Registry {
         let (index_tx, _) = watch::channel(start_index);
         Registry {
             view: RwLock::new(View {
-                workers: HashMap::new(),
+                workers: BTreeMap::new(),
                 index: start_index,
             }),
             index_tx,

@@ -7,7 +7,8 @@ mod support;
 
 use axum::http::StatusCode;
 use probemesh::admin::error::ApiError;
-use probemesh::node::{NextStep, NodeError};
+use probemesh::node::NodeError;
+use probemesh::probe::NextStep;
 use probemesh::probe::check::{LocalResource, ProbeReport, ProbeResult};
 use probemesh::store::{Mutation, Store};
 use probemesh_gossip::model::Status;

@@ -220,7 +220,35 @@ pub struct RawState {
     nodes: Vec<RawNode>,
 }
 
+impl RawNode {
+    /// One member instance as a dissemination model sees it (the deterministic
+    /// simulator builds snapshots through the same decoder as chitchat's state).
+    /// `key_values` is `None` when `cache` already holds this `version`
+    /// ([`DecodeCache::holds`]).
+    pub fn new(
+        id: ChitchatId,
+        version: u64,
+        is_self: bool,
+        alive: bool,
+        key_values: Option<Vec<(String, String)>>,
+    ) -> RawNode {
+        RawNode {
+            id,
+            version,
+            is_self,
+            alive: is_self || alive,
+            attestation: Attestation::Attested,
+            changed: key_values,
+        }
+    }
+}
+
 impl RawState {
+    /// A state made of `nodes` (see [`RawNode::new`]).
+    pub fn from_nodes(nodes: Vec<RawNode>) -> RawState {
+        RawState { nodes }
+    }
+
     /// Copies membership and the key-values of members whose state changed since
     /// `cache` last saw them. Runs under chitchat's lock: copies, never decodes.
     pub fn collect(chitchat: &Chitchat, cache: &DecodeCache) -> RawState {
@@ -266,6 +294,14 @@ impl RawState {
 #[derive(Debug, Default)]
 pub struct DecodeCache {
     nodes: std::collections::HashMap<ChitchatId, (u64, Arc<NodeRecords>)>,
+}
+
+impl DecodeCache {
+    /// Whether the records of `id` at `version` are decoded already (its key-values
+    /// need not be copied again).
+    pub fn holds(&self, id: &ChitchatId, version: u64) -> bool {
+        self.nodes.get(id).is_some_and(|(v, _)| *v == version)
+    }
 }
 
 /// Everything the daemon needs from the cluster state, decoded.

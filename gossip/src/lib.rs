@@ -3,8 +3,9 @@
 //! This crate holds what every node must agree on byte for byte: worker identity
 //! ([`model::WorkerUrl`], [`model::WorkerId`]), the registration and tombstone records
 //! that are stored on disk and exchanged between nodes, the versioned [`codec`] that
-//! encodes them, and the gossip layer itself: chitchat's key layout ([`keys`]), the
-//! decoded [`cluster`] view, node identity ([`identity`], [`tls`]) and the QUIC
+//! encodes them, and the gossip layer itself: chitchat's key layout ([`keys`]) and what a node publishes
+//! ([`publication`]), the decoded [`cluster`] view, the [`source`] interface that both
+//! chitchat and the simulator's dissemination model implement, node identity ([`identity`], [`tls`]) and the QUIC
 //! [`transport`]. The model and codec have no I/O, so both the daemon and in-process
 //! simulations can use them freely.
 
@@ -14,5 +15,7 @@ pub mod identity;
 pub mod keys;
 pub mod model;
 pub mod node;
+pub mod publication;
+pub mod source;
 pub mod tls;
 pub mod transport;

@@ -4,6 +4,8 @@
 use crate::cluster::ClusterSnapshot;
 use crate::identity::Sighting;
 use crate::keys;
+use crate::publication::{Publication, Publisher};
+use crate::source::{ClusterSource, Fingerprint};
 use crate::transport::PeerIdentities;
 use chitchat::transport::Transport;
 use chitchat::{ChitchatConfig, ChitchatHandle, ChitchatId, FailureDetectorConfig, ListenerHandle};
@@ -83,6 +85,8 @@ pub struct GossipHandle {
     decode_cache: tokio::sync::Mutex<crate::cluster::DecodeCache>,
     changed: Arc<Notify>,
     identities: Option<Arc<PeerIdentities>>,
+    /// What this node published last (the diff base of [`GossipHandle::publish`]).
+    publisher: tokio::sync::Mutex<Publisher>,
     _listener: ListenerHandle,
 }
 
@@ -131,6 +135,7 @@ pub async fn spawn_gossip(
         decode_cache: tokio::sync::Mutex::new(Default::default()),
         changed,
         identities: config.identities,
+        publisher: tokio::sync::Mutex::new(Publisher::default()),
         _listener: listener,
     })
 }
@@ -142,7 +147,19 @@ impl GossipHandle {
         self.changed.notified().await;
     }
 
-    /// Sets (`Some`) or deletes (`None`) keys of this node, in one critical section.
+    /// Makes this node's own keys match `desired` (only the differences from the last
+    /// publication are written, in one critical section); returns how many changed.
+    pub async fn publish(&self, desired: &Publication) -> usize {
+        let mut publisher = self.publisher.lock().await;
+        let changes = publisher.changes(desired);
+        let n = changes.len();
+        self.update_keys(changes).await;
+        n
+    }
+
+    /// Sets (`Some`) or deletes (`None`) raw keys of this node, in one critical
+    /// section. The daemon publishes through [`GossipHandle::publish`]; this is for
+    /// tests that play a member publishing arbitrary keys.
     pub async fn update_keys(&self, changes: Vec<(String, Option<String>)>) {
         if changes.is_empty() {
             return;
@@ -167,7 +184,7 @@ impl GossipHandle {
     /// A cheap summary of the cluster state: every member's id, generation, highest
     /// key version and liveness. Equal fingerprints mean nothing a snapshot shows has
     /// changed, so callers can skip decoding.
-    pub async fn fingerprint(&self) -> Vec<(String, u64, u64, bool)> {
+    pub async fn fingerprint(&self) -> Fingerprint {
         self.handle
             .with_chitchat(|c| {
                 let live: std::collections::HashSet<&chitchat::ChitchatId> =
@@ -262,5 +279,23 @@ impl GossipHandle {
             .shutdown()
             .await
             .map_err(|e| GossipError::Stop(e.into()))
+    }
+}
+
+impl ClusterSource for GossipHandle {
+    async fn changed(&self) {
+        GossipHandle::changed(self).await;
+    }
+
+    async fn fingerprint(&self) -> Fingerprint {
+        GossipHandle::fingerprint(self).await
+    }
+
+    async fn snapshot(&self) -> ClusterSnapshot {
+        GossipHandle::snapshot(self).await
+    }
+
+    async fn publish(&self, desired: &Publication) -> usize {
+        GossipHandle::publish(self, desired).await
     }
 }

@@ -1,6 +1,7 @@
 //! When a failed worker leaves the cluster, and when a local failure is retried.
 
-use probemesh_gossip::model::Status;
+use probemesh_gossip::cluster::ClusterSnapshot;
+use probemesh_gossip::model::{Status, WorkerId};
 use std::time::Duration;
 
 /// First retry delay of a locally failed worker (SPEC S6b) and of a declarative
@@ -19,6 +20,29 @@ pub fn should_evict_failed(
     peers: impl IntoIterator<Item = Status>,
 ) -> bool {
     remove_failed && local == Status::Failed && peers.into_iter().all(|s| s == Status::Failed)
+}
+
+/// Whether the cluster agrees to evict `generation` of `id`, which this node holds
+/// `local`: [`should_evict_failed`] over the verdicts of the other live members in
+/// `snapshot` on that generation. Only members seen first-hand count (an invented
+/// member neither blocks nor makes an eviction); while a live member is still being
+/// checked, the decision waits, so a member that just joined is never left out.
+pub fn agreed(
+    snapshot: &ClusterSnapshot,
+    remove_failed: bool,
+    id: &WorkerId,
+    generation: u64,
+    local: Status,
+) -> bool {
+    if snapshot.attestation_pending() {
+        return false;
+    }
+    let peers = snapshot
+        .verdicts_on(id)
+        .into_values()
+        .filter(|v| v.generation == generation)
+        .map(|v| v.status);
+    should_evict_failed(remove_failed, local, peers)
 }
 
 /// The delay before retry number `attempt` (0-based): one minute doubling up to one

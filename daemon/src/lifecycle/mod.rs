@@ -6,7 +6,12 @@
 //! - [`state_machine`]: one probe outcome in, the next status out (SPEC S3).
 //! - [`eviction`]: when a failed worker is tombstoned, and when a local failure is
 //!   retried (SPEC S6, S6b, S7).
+//! - [`import`]: which peers' registrations and tombstones a node takes (S2, S6-S9),
+//!   and who adopts an orphan (S8).
+//! - [`reconcile`]: one round against the cluster, combining the above into a plan of
+//!   imports, evictions and what to publish.
 
 pub mod eviction;
 pub mod import;
+pub mod reconcile;
 pub mod state_machine;

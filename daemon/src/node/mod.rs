@@ -5,23 +5,27 @@
 //! (append + fsync on a blocking thread), then apply it to the view and tell the probe
 //! engine. So a 2xx from the admin API always means "on disk", and the view never shows
 //! a change the disk does not have.
+//!
+//! The store itself is only ever locked on the blocking thread that writes it; readers
+//! use a copy of its state (`durable`), updated under the gate after each commit, so an
+//! fsync never holds up a runtime thread. The time of day comes from the injected
+//! [`Clock`].
 
+use crate::clock::Clock;
 use crate::config::ProbeDefaults;
 use crate::events::EventLog;
 use crate::health_settings::HealthSettings;
-use crate::lifecycle::eviction;
 use crate::local_faults::LocalFaults;
 use crate::metrics::Metrics;
-use crate::probe::check::{LocalResource, ProbeReport, ProbeResult};
-use crate::probe::{Command as ProbeCommand, schedule::Task};
-use crate::registry::{Entry, LastProbe, Origin, Registry};
-use crate::store::{Mutation, Store, StoreError, StoreHealth};
+use crate::probe::Command as ProbeCommand;
+use crate::registry::{Entry, Origin, Registry};
+use crate::store::{DurableState, Mutation, Store, StoreError, StoreHealth};
 use probemesh_gossip::cluster::ClusterSnapshot;
 use probemesh_gossip::model::{
     EvictionReason, Registration, Status, Tombstone, WorkerId, WorkerSpec,
 };
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::sync::{Arc, Mutex, RwLock, RwLockReadGuard};
+use std::time::{Duration, Instant};
 use tokio::sync::mpsc::UnboundedSender;
 
 /// Why a worker operation was refused.
@@ -70,23 +74,13 @@ pub struct NodeSettings {
     pub tombstone_ttl: Duration,
     /// `--allow-worker-cidr`; empty allows every worker.
     pub allow: Vec<ipnet::IpNet>,
-}
-
-/// What the probe engine should do after a probe result was applied.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum NextStep {
-    /// Probe again after the worker's interval.
-    Probe(Duration),
-    /// Retry a local failure after this backoff (SPEC S6b).
-    Retry(Duration),
-    /// Tombstone the worker for failure (SPEC S6 b).
-    Evict,
-    /// Nothing: the worker is gone, changed generation or has checks disabled.
-    Stop,
+    /// Where the time of day comes from.
+    pub clock: Clock,
 }
 
 mod notes;
 mod peers;
+mod probing;
 
 /// The node's state and operations. Shared as `Arc<Node>` by the admin API, the probe
 /// engine and the background tasks.
@@ -94,7 +88,14 @@ mod peers;
 pub struct Node {
     settings: NodeSettings,
     registry: Registry,
+    /// Locked only by the blocking thread that commits (and at shutdown's compaction).
     store: Arc<Mutex<Store>>,
+    /// A copy of the store's state for readers, updated after every commit under the
+    /// gate: reads never wait for an fsync.
+    durable: RwLock<DurableState>,
+    /// Whether commits run on a blocking thread (a real disk) or inline (a
+    /// simulation's disk that never syncs).
+    commit_on_blocking_thread: bool,
     /// Whether the store still takes writes, readable without its lock.
     store_health: StoreHealth,
     gate: tokio::sync::Mutex<()>,
@@ -106,12 +107,6 @@ pub struct Node {
     events: EventLog,
     /// Probes that failed for lack of a local resource (SPEC S13).
     local_faults: LocalFaults,
-}
-
-/// Milliseconds since the Unix epoch.
-pub fn unix_ms(t: SystemTime) -> u64 {
-    t.duration_since(UNIX_EPOCH)
-        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }
 
 impl Node {
@@ -126,11 +121,9 @@ impl Node {
         // Start the index at the wall clock in microseconds: it grows by one per change,
         // so it cannot fall behind a previous run's index unless that run made more than
         // a million changes a second (docs/decisions.md).
-        let start_index = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map_or(1, |d| u64::try_from(d.as_micros()).unwrap_or(u64::MAX / 2));
+        let start_index = settings.clock.now_us();
         let registry = Registry::new(start_index);
-        let now = SystemTime::now();
+        let now = settings.clock.now();
         for reg in store.state().registrations.values() {
             let origin = if reg.owner == settings.node_id {
                 Origin::Local
@@ -139,16 +132,19 @@ impl Node {
             };
             registry.insert(reg.clone(), origin, now);
         }
+        let events = EventLog::starting_at(settings.clock.now_us());
         Node {
             settings,
             registry,
             store_health: store.health(),
+            durable: RwLock::new(store.state().clone()),
+            commit_on_blocking_thread: store.may_block(),
             store: Arc::new(Mutex::new(store)),
             gate: tokio::sync::Mutex::new(()),
             probe_tx,
             metrics,
             cluster: std::sync::RwLock::new(Arc::new(ClusterSnapshot::default())),
-            events: EventLog::new(),
+            events,
             local_faults: LocalFaults::default(),
         }
     }
@@ -173,15 +169,26 @@ impl Node {
         HealthSettings::resolve(&spec.health, &self.settings.probe)
     }
 
-    /// Number of tombstones held.
-    pub fn tombstone_count(&self) -> usize {
-        self.lock_store().state().tombstones.len()
+    /// The time of day, from the injected clock.
+    pub fn clock(&self) -> &Clock {
+        &self.settings.clock
     }
 
-    fn lock_store(&self) -> std::sync::MutexGuard<'_, Store> {
-        // The store is only mutated through `commit`, which leaves it consistent even if
-        // a panic interrupts it (the append either happened or not).
-        self.store.lock().unwrap_or_else(|e| e.into_inner())
+    /// `--remove-failed`.
+    pub fn remove_failed(&self) -> bool {
+        self.settings.remove_failed
+    }
+
+    /// Number of tombstones held.
+    pub fn tombstone_count(&self) -> usize {
+        self.durable().tombstones.len()
+    }
+
+    /// What the store holds (a copy kept in step with it; never waits for a write).
+    pub fn durable(&self) -> RwLockReadGuard<'_, DurableState> {
+        // Only `commit_all` writes it, one whole mutation at a time, so a poisoned lock
+        // still holds a consistent state.
+        self.durable.read().unwrap_or_else(|e| e.into_inner())
     }
 
     /// Schedules the first probe of every worker in the view (at start-up).
@@ -212,18 +219,32 @@ impl Node {
     }
 
     /// Makes `ms` durable with one append and one fsync (on a blocking thread), all or
-    /// none. A failed compaction after it is logged and counted, never returned: the
-    /// change itself is safe (SPEC S13).
+    /// none, then applies them to the readers' copy. Caller holds the gate. A failed
+    /// compaction after it is logged and counted, never returned: the change itself is
+    /// safe (SPEC S13).
     async fn commit_all(&self, ms: Vec<Mutation>) -> Result<(), NodeError> {
-        let store = Arc::clone(&self.store);
         let start = Instant::now();
-        let res = tokio::task::spawn_blocking(move || {
-            let mut s = store.lock().unwrap_or_else(|e| e.into_inner());
-            s.commit_all(&ms)
-        })
-        .await;
+        let (res, ms) = if self.commit_on_blocking_thread {
+            let store = Arc::clone(&self.store);
+            match tokio::task::spawn_blocking(move || {
+                let res = lock(&store).commit_all(&ms);
+                (res, ms)
+            })
+            .await
+            {
+                Ok((res, ms)) => (Ok(res), ms),
+                Err(e) => (Err(e), Vec::new()),
+            }
+        } else {
+            (Ok(lock(&self.store).commit_all(&ms)), ms)
+        };
         let res = match res {
             Ok(Ok(done)) => {
+                let mut durable = self.durable.write().unwrap_or_else(|e| e.into_inner());
+                for m in &ms {
+                    durable.apply(m);
+                }
+                drop(durable);
                 if done.compacted {
                     self.metrics
                         .store_compaction(done.compaction_error.is_none());
@@ -271,16 +292,16 @@ impl Node {
                 url: spec.url.to_string(),
             });
         }
-        let Some(generation) = self.lock_store().state().next_generation(&id) else {
+        let Some(generation) = self.durable().next_generation(&id) else {
             return Err(NodeError::GenerationsExhausted(spec.url.to_string()));
         };
-        let now = SystemTime::now();
+        let now = self.settings.clock.now();
         let reg = Registration {
             id,
             generation,
             owner: self.settings.node_id.clone(),
-            registered_at_ms: unix_ms(now),
-            revision: unix_ms(now),
+            registered_at_ms: crate::clock::unix_ms(now),
+            revision: crate::clock::unix_ms(now),
             spec,
         };
         self.commit(Mutation::PutRegistration(reg.clone())).await?;
@@ -311,11 +332,11 @@ impl Node {
         if spec == existing.reg.spec {
             return Ok(existing);
         }
-        let now = SystemTime::now();
+        let now = self.settings.clock.now();
         let mut reg = existing.reg.clone();
         reg.spec = spec.clone();
         // Later than any revision seen, so this PATCH wins everywhere (S9).
-        reg.revision = unix_ms(now).max(existing.reg.revision + 1);
+        reg.revision = crate::clock::unix_ms(now).max(existing.reg.revision + 1);
         let revision = reg.revision;
         self.commit(Mutation::PutRegistration(reg)).await?;
         let Some((entry, transition)) = self.registry.update_spec(id, spec, revision, now) else {
@@ -369,7 +390,7 @@ impl Node {
         entry: &Entry,
         reason: EvictionReason,
     ) -> Result<Tombstone, NodeError> {
-        let now = SystemTime::now();
+        let now = self.settings.clock.now();
         let ttl_ms = u64::try_from(self.settings.tombstone_ttl.as_millis()).unwrap_or(u64::MAX);
         let t = Tombstone {
             id: entry.reg.id.clone(),
@@ -377,8 +398,8 @@ impl Node {
             generation: entry.reg.generation,
             reason,
             writer: self.settings.node_id.clone(),
-            deleted_at_ms: unix_ms(now),
-            expires_at_ms: unix_ms(now).saturating_add(ttl_ms),
+            deleted_at_ms: crate::clock::unix_ms(now),
+            expires_at_ms: crate::clock::unix_ms(now).saturating_add(ttl_ms),
         };
         self.commit(Mutation::PutTombstone(t.clone())).await?;
         if let Some(removed) = self.registry.remove(&t.id, t.generation) {
@@ -393,10 +414,9 @@ impl Node {
     /// Forgets tombstones whose TTL has passed. Returns how many.
     pub async fn expire_tombstones(&self) -> Result<usize, NodeError> {
         let _gate = self.gate.lock().await;
-        let now = unix_ms(SystemTime::now());
+        let now = self.settings.clock.now_ms();
         let expired: Vec<(WorkerId, u64)> = self
-            .lock_store()
-            .state()
+            .durable()
             .tombstones
             .values()
             .filter(|t| t.expires_at_ms <= now)
@@ -418,133 +438,23 @@ impl Node {
         Ok(expired.len())
     }
 
-    /// What to probe for `generation` of `id`: the URL and timeout, or `None` when the
-    /// worker is gone, changed generation, is failed, has checks disabled or is outside
-    /// the allowlist. The URL is the worker's own scheme, host and port with only the
-    /// path set (SPEC S3, `WorkerUrl::probe_url`).
-    pub fn probe_target(&self, id: &WorkerId, generation: u64) -> Option<(reqwest::Url, Duration)> {
-        let view = self.registry.read();
-        let e = view.workers.get(id)?;
-        if e.reg.generation != generation
-            || e.reg.spec.health.disable
-            || e.status == Status::Failed
-            || !self.allowed(&e.reg.spec)
-        {
-            return None;
-        }
-        let h = self.health(&e.reg.spec);
-        match e.reg.spec.url.probe_url(&h.path) {
-            Ok(url) => Some((url, h.timeout)),
-            Err(err) => {
-                // Every path was validated before it got here; if one was not, the
-                // worker is not probed (so never ready) rather than probed elsewhere.
-                tracing::error!(worker = %e.reg.spec.url, id = %id, error = %err, "no probe URL can be built for this worker; it is not probed");
-                None
-            }
-        }
-    }
-
-    /// Applies a probe result and says what comes next.
-    pub fn record_probe(&self, id: &WorkerId, generation: u64, report: ProbeReport) -> NextStep {
-        self.metrics.probe(report.result.class(), report.latency);
-        if let ProbeResult::Local(resource) = report.result {
-            return self.record_local_fault(id, generation, resource);
-        }
-        let probe = LastProbe {
-            result: report.result.describe(),
-            at: SystemTime::now(),
-            latency: report.latency,
-        };
-        let outcome = if report.result.is_success() {
-            crate::lifecycle::state_machine::Outcome::Success
-        } else {
-            crate::lifecycle::state_machine::Outcome::Failure
-        };
-        let Some((entry, transition)) =
-            self.registry
-                .apply_probe(id, generation, outcome, probe, |spec| {
-                    self.health(spec).thresholds
-                })
-        else {
-            return NextStep::Stop;
-        };
-        if let Some(t) = &transition {
-            self.note_transition(t, &entry);
-        }
-        if entry.status != Status::Failed {
-            return NextStep::Probe(self.health(&entry.reg.spec).interval);
-        }
-        // Every other live member that tracks this generation must hold it failed too
-        // (S6 b): one sick node never evicts a worker for everyone.
-        if self.eviction_agreed(id, generation) {
-            NextStep::Evict
-        } else {
-            NextStep::Retry(eviction::backoff(entry.retry_attempts))
-        }
-    }
-
-    /// A probe that this node could not even make: the worker's status and counters
-    /// stay as they are, and the probe is tried again after the worker's interval.
-    fn record_local_fault(
-        &self,
-        id: &WorkerId,
-        generation: u64,
-        resource: LocalResource,
-    ) -> NextStep {
-        self.metrics.probe_local_error(resource.as_str());
-        if let Some(n) = self.local_faults.record(unix_ms(SystemTime::now())) {
-            tracing::warn!(
-                resource = resource.as_str(),
-                faults = n,
-                worker = %id,
-                "probes fail for lack of a local resource; this is the node's fault, no worker status changes (check ulimit -n, sockets, memory)"
-            );
-        }
-        let view = self.registry.read();
-        match view.workers.get(id) {
-            Some(e) if e.reg.generation == generation && e.status != Status::Failed => {
-                NextStep::Probe(self.health(&e.reg.spec).interval)
-            }
-            _ => NextStep::Stop,
-        }
-    }
-
-    /// Whether probes failed for lack of a local resource within the last
-    /// [`crate::local_faults::ACTIVE_FOR_MS`]: input to the degraded rule (SPEC S12).
-    pub fn local_fault_active(&self) -> bool {
-        self.local_faults.active(unix_ms(SystemTime::now()))
-    }
-
-    /// Starts a fresh pending cycle for a locally failed worker (SPEC S6b); returns the
-    /// probe interval when it did.
-    pub fn retry(&self, id: &WorkerId, generation: u64) -> Option<Duration> {
-        let t = self
-            .registry
-            .retry_failed(id, generation, SystemTime::now())?;
-        let entry = self.registry.get(id)?;
-        self.note_transition(&t, &entry);
-        Some(self.health(&entry.reg.spec).interval)
-    }
-
     /// The event log.
     pub fn events(&self) -> &EventLog {
         &self.events
-    }
-
-    /// Tells the probe engine about a task (used by the engine itself for follow-ups).
-    pub fn schedule(&self, id: WorkerId, generation: u64, task: Task, after: Duration) {
-        self.send(ProbeCommand::At {
-            id,
-            generation,
-            task,
-            after,
-        });
     }
 }
 
 impl Node {
     /// Writes a snapshot and empties the log (at shutdown, for a fast next start).
+    /// Blocks on the disk: call it from a blocking thread.
     pub fn compact(&self) -> Result<(), StoreError> {
-        self.lock_store().compact()
+        lock(&self.store).compact()
     }
+}
+
+/// Locks the store. It is only mutated through `commit_all`, which leaves it consistent
+/// even if a panic interrupts it (the append either happened or not), so a poisoned
+/// lock is still usable.
+fn lock(store: &Mutex<Store>) -> std::sync::MutexGuard<'_, Store> {
+    store.lock().unwrap_or_else(|e| e.into_inner())
 }

@@ -6,11 +6,10 @@ use crate::lifecycle::import::ImportAction;
 use crate::registry::Origin;
 use crate::store::Mutation;
 use probemesh_gossip::cluster::ClusterSnapshot;
-use probemesh_gossip::model::{Registration, Status, Tombstone, WorkerId, WorkerSpec};
+use probemesh_gossip::model::{Registration, Tombstone, WorkerId, WorkerSpec};
 use std::collections::HashSet;
 use std::net::IpAddr;
 use std::sync::Arc;
-use std::time::SystemTime;
 
 impl Node {
     /// The cluster as last read from gossip.
@@ -23,46 +22,21 @@ impl Node {
         *self.cluster.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(snap);
     }
 
-    /// The other live members' verdicts on `generation` of `id`.
-    pub fn peer_verdicts(&self, id: &WorkerId, generation: u64) -> Vec<Status> {
-        self.cluster()
-            .verdicts_on(id)
-            .values()
-            .filter(|v| v.generation == generation)
-            .map(|v| v.status)
-            .collect()
-    }
-
-    /// Workers this node holds `failed`, with their generations.
-    pub fn failed_workers(&self) -> Vec<(WorkerId, u64)> {
-        self.registry
-            .read()
-            .workers
-            .values()
-            .filter(|e| e.status == Status::Failed)
-            .map(|e| (e.reg.id.clone(), e.reg.generation))
-            .collect()
-    }
-
-    /// Whether the cluster agrees to evict `generation` of `id` for failure: this node
-    /// holds it failed, `--remove-failed` is on and every other live member tracking it
-    /// reports failed (S6 b). Only members seen first-hand count (an invented member
-    /// neither blocks nor makes an eviction); while a live member is still being
-    /// checked, the decision waits, so a member that just joined is never left out.
+    /// Whether the cluster agrees to evict `generation` of `id` for failure, as last
+    /// read from gossip (the rule: [`crate::lifecycle::eviction::agreed`]).
     pub fn eviction_agreed(&self, id: &WorkerId, generation: u64) -> bool {
-        if self.cluster().attestation_pending() {
-            return false;
-        }
         let local = self
             .registry
             .get(id)
             .filter(|e| e.reg.generation == generation)
             .map(|e| e.status);
         local.is_some_and(|s| {
-            crate::lifecycle::eviction::should_evict_failed(
+            crate::lifecycle::eviction::agreed(
+                &self.cluster(),
                 self.settings.remove_failed,
+                id,
+                generation,
                 s,
-                self.peer_verdicts(id, generation),
             )
         })
     }
@@ -85,21 +59,12 @@ impl Node {
 
     /// The generation up to which `id` is tombstoned in the store, if any.
     pub fn stored_tombstone_generation(&self, id: &WorkerId) -> Option<u64> {
-        self.lock_store()
-            .state()
-            .tombstones
-            .get(id)
-            .map(|t| t.generation)
+        self.durable().tombstones.get(id).map(|t| t.generation)
     }
 
-    /// Every stored tombstone (to republish them).
+    /// Every stored tombstone.
     pub fn stored_tombstones(&self) -> Vec<Tombstone> {
-        self.lock_store()
-            .state()
-            .tombstones
-            .values()
-            .cloned()
-            .collect()
+        self.durable().tombstones.values().cloned().collect()
     }
 
     /// Applies one planned import action.
@@ -195,10 +160,12 @@ impl Node {
                     return;
                 };
                 let interval_before = self.health(&current.reg.spec).interval;
-                if let Some((entry, transition)) =
-                    self.registry
-                        .update_spec(&reg.id, reg.spec, reg.revision, SystemTime::now())
-                {
+                if let Some((entry, transition)) = self.registry.update_spec(
+                    &reg.id,
+                    reg.spec,
+                    reg.revision,
+                    self.settings.clock.now(),
+                ) {
                     if let Some(t) = &transition {
                         self.note_transition(t, &entry);
                     }
@@ -241,7 +208,7 @@ impl Node {
             // A newer generation replaces it.
             self.note_removed(&old, "superseded");
         }
-        let entry = self.registry.insert(reg, origin, SystemTime::now());
+        let entry = self.registry.insert(reg, origin, self.settings.clock.now());
         self.note_added(&entry, "imported");
         tracing::info!(worker = %entry.reg.spec.url, id = %entry.reg.id, generation = entry.reg.generation, owner = %entry.reg.owner, status = %entry.status, "worker imported from a peer");
         self.schedule_first(&entry);

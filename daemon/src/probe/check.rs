@@ -165,7 +165,7 @@ impl Checker {
     }
 
     /// Probes `url` once.
-    pub async fn check(&self, url: &reqwest::Url, timeout: Duration) -> ProbeReport {
+    pub async fn probe(&self, url: &reqwest::Url, timeout: Duration) -> ProbeReport {
         let start = Instant::now();
         if !self.allow.permits(url) {
             return ProbeReport {
@@ -213,6 +213,12 @@ impl Checker {
         } else {
             ProbeResult::HttpStatus(code)
         }
+    }
+}
+
+impl super::ports::Check for Checker {
+    async fn check(&self, target: &super::ports::Target) -> ProbeReport {
+        self.probe(&target.url, target.timeout).await
     }
 }
 
@@ -386,7 +392,7 @@ mod tests {
         let (url, mut events) = worker().await;
         let checker = Checker::new(vec![]).unwrap();
         for _ in 0..2 {
-            let report = checker.check(&url, Duration::from_secs(5)).await;
+            let report = checker.probe(&url, Duration::from_secs(5)).await;
             assert_eq!(report.result, ProbeResult::Ok(200));
         }
         // Each probe: one request on its own connection, which the worker then closed.
@@ -442,7 +448,7 @@ mod allow_tests {
             format!("http://localhost:{port}/pwned"),
         ] {
             let url = reqwest::Url::parse(&target).unwrap();
-            let r = checker.check(&url, Duration::from_secs(5)).await;
+            let r = checker.probe(&url, Duration::from_secs(5)).await;
             assert_eq!(r.result, ProbeResult::NotAllowed, "{target}");
             assert_eq!(r.result.describe(), "not_allowed");
         }
@@ -454,7 +460,7 @@ mod allow_tests {
             format!("http://localhost:{port}/ok"),
         ] {
             let url = reqwest::Url::parse(&target).unwrap();
-            let r = open.check(&url, Duration::from_secs(5)).await;
+            let r = open.probe(&url, Duration::from_secs(5)).await;
             assert_eq!(r.result, ProbeResult::Ok(200), "{target}");
         }
         assert_eq!(connections.load(Ordering::SeqCst), 2);

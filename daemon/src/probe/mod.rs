@@ -1,19 +1,24 @@
 //! The probe engine: one task that owns the [`schedule::Schedule`], starts due probes
-//! with bounded concurrency over one keep-alive client, feeds results to the
-//! [`Node`](crate::node::Node) and schedules what comes next.
+//! with bounded concurrency, feeds results to its [`ProbeHost`] and schedules what
+//! comes next.
 //!
+//! - [`ports`]: the host and checker interfaces, the only things the engine calls;
 //! - [`schedule`]: pure "what is due at now", with jitter;
-//! - [`check`]: one HTTP health check;
+//! - [`check`]: one HTTP health check (the agent's [`Check`]);
 //! - [`allow`]: the allowlist, checked on the address a probe dials.
+//!
+//! Time is `tokio::time` and the jitter comes from an RNG the caller seeds, so the
+//! engine runs unchanged, and reproducibly, in a paused-time simulation.
 
 pub mod allow;
 pub mod check;
+pub mod ports;
 pub mod schedule;
 
-use crate::node::{NextStep, Node};
-use check::{Checker, ProbeReport};
+use check::ProbeReport;
+pub use ports::{Check, NextStep, ProbeHost, Target};
 use probemesh_gossip::model::WorkerId;
-use rand::SeedableRng;
+use rand::rngs::StdRng;
 use schedule::{Due, Schedule, Task};
 use std::sync::Arc;
 use std::time::Duration;
@@ -40,17 +45,6 @@ pub enum Command {
         /// Its probe interval (bounds the first-probe jitter).
         interval: Duration,
     },
-    /// Run `task` after `after`.
-    At {
-        /// The worker.
-        id: WorkerId,
-        /// Its generation.
-        generation: u64,
-        /// What to do.
-        task: Task,
-        /// Delay from now (jittered for probes).
-        after: Duration,
-    },
     /// Forget the worker's pending task.
     Cancel {
         /// The worker.
@@ -58,56 +52,57 @@ pub enum Command {
     },
 }
 
-/// Runs the engine until `shutdown`, then lets in-flight probes finish (bounded).
-pub async fn run(
-    node: Arc<Node>,
+/// The engine's settings.
+#[derive(Debug)]
+pub struct EngineSettings {
+    /// Probes in flight at most.
+    pub concurrency: usize,
+    /// The jitter source (seeded from the OS in the agent, from the scenario's seed in
+    /// simulations).
+    pub rng: StdRng,
+}
+
+/// Runs the engine until `shutdown`, then lets in-flight probes finish (bounded by
+/// [`DRAIN_TIMEOUT`]) and records their results.
+pub async fn run<H: ProbeHost, C: Check>(
+    host: Arc<H>,
     mut rx: mpsc::UnboundedReceiver<Command>,
-    checker: Checker,
-    concurrency: usize,
+    checker: Arc<C>,
+    settings: EngineSettings,
     shutdown: CancellationToken,
 ) {
-    let mut schedule = Schedule::default();
-    let mut rng = rand::rngs::StdRng::from_os_rng();
-    let permits = Arc::new(Semaphore::new(concurrency.max(1)));
-    let mut in_flight: JoinSet<(WorkerId, u64, ProbeReport)> = JoinSet::new();
+    let mut engine = Engine {
+        host,
+        checker,
+        schedule: Schedule::default(),
+        rng: settings.rng,
+        permits: Arc::new(Semaphore::new(settings.concurrency.max(1))),
+        in_flight: JoinSet::new(),
+    };
     loop {
-        let deadline = schedule.next_deadline();
+        let deadline = engine.schedule.next_deadline();
         tokio::select! {
             biased;
             () = shutdown.cancelled() => break,
             cmd = rx.recv() => match cmd {
-                Some(cmd) => apply(&mut schedule, cmd, &mut rng),
+                Some(cmd) => engine.apply(cmd),
                 None => break,
             },
-            Some(joined) = in_flight.join_next(), if !in_flight.is_empty() => {
-                node.metrics().probes_in_flight().dec();
+            Some(joined) = engine.in_flight.join_next(), if !engine.in_flight.is_empty() => {
+                engine.host.in_flight(-1);
                 match joined {
-                    Ok((id, generation, report)) => follow_up(&node, &mut schedule, &mut rng, id, generation, report),
+                    Ok((id, generation, report)) => engine.follow_up(id, generation, report),
                     Err(e) => tracing::error!(error = %e, "probe task failed"),
                 }
             }
             () = sleep_until(deadline), if deadline.is_some() => {
-                for due in schedule.pop_due(Instant::now()) {
-                    start(&node, &checker, &permits, &mut in_flight, &mut schedule, &mut rng, due);
+                for due in engine.schedule.pop_due(Instant::now()) {
+                    engine.start(due);
                 }
             }
         }
     }
-    let drained = tokio::time::timeout(DRAIN_TIMEOUT, async {
-        while let Some(joined) = in_flight.join_next().await {
-            if let Ok((id, generation, report)) = joined {
-                node.record_probe(&id, generation, report);
-            }
-        }
-    })
-    .await;
-    if drained.is_err() {
-        tracing::warn!(
-            left = in_flight.len(),
-            "shutdown: abandoning probes still in flight"
-        );
-        in_flight.abort_all();
-    }
+    engine.drain().await;
 }
 
 async fn sleep_until(deadline: Option<Instant>) {
@@ -117,122 +112,102 @@ async fn sleep_until(deadline: Option<Instant>) {
     }
 }
 
-fn apply(schedule: &mut Schedule, cmd: Command, rng: &mut impl rand::Rng) {
-    match cmd {
-        Command::First {
-            id,
-            generation,
-            interval,
-        } => {
-            let at = Instant::now() + schedule::first_delay(interval, rng);
-            schedule.push(
-                Due {
-                    id,
-                    generation,
-                    task: Task::Probe,
-                },
-                at,
-            );
-        }
-        Command::At {
-            id,
-            generation,
-            task,
-            after,
-        } => {
-            schedule.push(
-                Due {
-                    id,
-                    generation,
-                    task,
-                },
-                Instant::now() + after,
-            );
-        }
-        Command::Cancel { id } => schedule.cancel(&id),
-    }
+/// The engine's state while it runs.
+struct Engine<H, C> {
+    host: Arc<H>,
+    checker: Arc<C>,
+    schedule: Schedule,
+    rng: StdRng,
+    permits: Arc<Semaphore>,
+    in_flight: JoinSet<(WorkerId, u64, ProbeReport)>,
 }
 
-fn start(
-    node: &Arc<Node>,
-    checker: &Checker,
-    permits: &Arc<Semaphore>,
-    in_flight: &mut JoinSet<(WorkerId, u64, ProbeReport)>,
-    schedule: &mut Schedule,
-    rng: &mut impl rand::Rng,
-    due: Due,
-) {
-    match due.task {
-        Task::Retry => {
-            if let Some(interval) = node.retry(&due.id, due.generation) {
-                let at = Instant::now() + schedule::first_delay(interval, rng);
-                schedule.push(
-                    Due {
-                        task: Task::Probe,
-                        ..due
-                    },
-                    at,
-                );
+impl<H: ProbeHost, C: Check> Engine<H, C> {
+    fn apply(&mut self, cmd: Command) {
+        match cmd {
+            Command::First {
+                id,
+                generation,
+                interval,
+            } => {
+                let at = Instant::now() + schedule::first_delay(interval, &mut self.rng);
+                self.push(id, generation, Task::Probe, at);
+            }
+            Command::Cancel { id } => self.schedule.cancel(&id),
+        }
+    }
+
+    fn push(&mut self, id: WorkerId, generation: u64, task: Task, at: Instant) {
+        self.schedule.push(
+            Due {
+                id,
+                generation,
+                task,
+            },
+            at,
+        );
+    }
+
+    fn start(&mut self, due: Due) {
+        match due.task {
+            Task::Retry => {
+                if let Some(interval) = self.host.retry(&due.id, due.generation) {
+                    let at = Instant::now() + schedule::first_delay(interval, &mut self.rng);
+                    self.push(due.id, due.generation, Task::Probe, at);
+                }
+            }
+            Task::Probe => {
+                let Some(target) = self.host.target(&due.id, due.generation) else {
+                    return;
+                };
+                let checker = Arc::clone(&self.checker);
+                let permits = Arc::clone(&self.permits);
+                self.host.in_flight(1);
+                self.in_flight.spawn(async move {
+                    // The semaphore is never closed, so acquire only fails if it were; a
+                    // probe then simply runs unbounded.
+                    let _permit = permits.acquire_owned().await.ok();
+                    let report = checker.check(&target).await;
+                    (due.id, due.generation, report)
+                });
             }
         }
-        Task::Probe => {
-            let Some((url, timeout)) = node.probe_target(&due.id, due.generation) else {
-                return;
-            };
-            let checker = checker.clone();
-            let permits = Arc::clone(permits);
-            node.metrics().probes_in_flight().inc();
-            in_flight.spawn(async move {
-                // The semaphore is never closed, so acquire only fails if it were; a
-                // probe then simply runs unbounded.
-                let _permit = permits.acquire_owned().await.ok();
-                let report = checker.check(&url, timeout).await;
-                (due.id, due.generation, report)
-            });
+    }
+
+    fn follow_up(&mut self, id: WorkerId, generation: u64, report: ProbeReport) {
+        match self.host.record(&id, generation, report) {
+            NextStep::Probe(interval) => {
+                let at = Instant::now() + schedule::next_delay(interval, &mut self.rng);
+                self.push(id, generation, Task::Probe, at);
+            }
+            NextStep::Retry(backoff) => {
+                tracing::info!(id = %id, retry_in = %humantime::format_duration(backoff), "worker failed on this node; will retry unless the cluster evicts it first");
+                self.push(id, generation, Task::Retry, Instant::now() + backoff);
+            }
+            NextStep::Stop => {}
         }
     }
-}
 
-fn follow_up(
-    node: &Arc<Node>,
-    schedule: &mut Schedule,
-    rng: &mut impl rand::Rng,
-    id: WorkerId,
-    generation: u64,
-    report: ProbeReport,
-) {
-    match node.record_probe(&id, generation, report) {
-        NextStep::Probe(interval) => {
-            let at = Instant::now() + schedule::next_delay(interval, rng);
-            schedule.push(
-                Due {
-                    id,
-                    generation,
-                    task: Task::Probe,
-                },
-                at,
-            );
-        }
-        NextStep::Retry(backoff) => {
-            tracing::info!(id = %id, retry_in = %humantime::format_duration(backoff), "worker failed on this node; will retry");
-            schedule.push(
-                Due {
-                    id,
-                    generation,
-                    task: Task::Retry,
-                },
-                Instant::now() + backoff,
-            );
-        }
-        NextStep::Evict => {
-            let node = Arc::clone(node);
-            tokio::spawn(async move {
-                if let Err(e) = node.evict_failed(&id, generation).await {
-                    tracing::error!(id = %id, error = %e, "could not evict failed worker; starting a retry cycle instead");
-                    node.schedule(id, generation, Task::Retry, Duration::from_secs(5));
+    /// Waits for the probes in flight (bounded) and records their results, so a
+    /// result that arrived is not lost at shutdown.
+    async fn drain(mut self) {
+        let host = Arc::clone(&self.host);
+        let in_flight = &mut self.in_flight;
+        let drained = tokio::time::timeout(DRAIN_TIMEOUT, async {
+            while let Some(joined) = in_flight.join_next().await {
+                host.in_flight(-1);
+                if let Ok((id, generation, report)) = joined {
+                    host.record(&id, generation, report);
                 }
-            });
+            }
+        })
+        .await;
+        if drained.is_err() {
+            tracing::warn!(
+                left = self.in_flight.len(),
+                "shutdown: abandoning probes still in flight"
+            );
+            self.in_flight.abort_all();
         }
-        NextStep::Stop => {}
     }
 }

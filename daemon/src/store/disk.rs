@@ -31,6 +31,12 @@ pub trait Disk: Send + fmt::Debug {
     fn remove(&mut self, path: &Path) -> io::Result<()>;
     /// `fsync(2)` on a directory, so that renames and new files in it are durable.
     fn sync_dir(&mut self, dir: &Path) -> io::Result<()>;
+    /// Whether a commit may wait on the device (an fsync): then it runs on a blocking
+    /// thread. A disk that never syncs (a simulation's) answers `false`, and commits run
+    /// inline, which keeps a paused-time simulation deterministic.
+    fn may_block(&self) -> bool {
+        true
+    }
 }
 
 /// The real file system.

@@ -287,6 +287,11 @@ impl Store {
         self.health.clone()
     }
 
+    /// Whether a commit may wait on the device ([`Disk::may_block`]).
+    pub fn may_block(&self) -> bool {
+        self.disk.may_block()
+    }
+
     /// Makes `m` durable (appended and fsynced), then applies it. When this returns
     /// `Ok`, the mutation survives a crash; when it returns `Err`, nothing of it is
     /// visible, now or after a restart.

@@ -98,6 +98,7 @@ impl Sim {
             remove_failed: true,
             tombstone_ttl: Duration::from_secs(3600),
             allow: opts.allow.clone(),
+            clock: probemesh::clock::Clock::System,
         };
         let node = Arc::new(Node::new(
             settings,
@@ -111,8 +112,11 @@ impl Sim {
             tokio::spawn(probemesh::probe::run(
                 Arc::clone(&node),
                 probe_rx,
-                checker,
-                16,
+                Arc::new(checker),
+                probemesh::probe::EngineSettings {
+                    concurrency: 16,
+                    rng: rand::SeedableRng::seed_from_u64(i as u64),
+                },
                 stop.clone(),
             ));
         } else {

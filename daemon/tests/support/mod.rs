@@ -79,6 +79,7 @@ pub fn node(store: Store) -> Node {
         remove_failed: true,
         tombstone_ttl: Duration::from_secs(3600),
         allow: Vec::new(),
+        clock: probemesh::clock::Clock::System,
     };
     Node::new(settings, store, Arc::new(Metrics::new()), probe_tx)
 }

@@ -1,0 +1,53 @@
+//! The engine's two sides: the [`ProbeHost`] that says what to probe and takes the
+//! results (the node), and the [`Check`] that makes one probe (HTTP in the agent, a
+//! reachability matrix in the simulator). The engine knows nothing else about either.
+
+use super::check::ProbeReport;
+use probemesh_gossip::model::WorkerId;
+use std::future::Future;
+use std::time::Duration;
+
+/// What one probe dials, and how long it may take.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Target {
+    /// The worker's own scheme, host and port with the health path
+    /// (`WorkerUrl::probe_url`).
+    pub url: reqwest::Url,
+    /// The probe timeout.
+    pub timeout: Duration,
+}
+
+/// What the engine does after a result was recorded.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum NextStep {
+    /// Probe again after the worker's interval.
+    Probe(Duration),
+    /// The worker failed on this node: start a fresh pending cycle after this backoff
+    /// (SPEC S6b). Eviction, when the cluster agrees, is the cluster sync's decision.
+    Retry(Duration),
+    /// Nothing: the worker is gone, changed generation or has checks disabled.
+    Stop,
+}
+
+/// The node as the probe engine sees it.
+pub trait ProbeHost: Send + Sync + 'static {
+    /// What to probe for `generation` of `id`, or `None` when it must not be probed
+    /// (gone, other generation, failed, checks disabled, outside the allowlist).
+    fn target(&self, id: &WorkerId, generation: u64) -> Option<Target>;
+
+    /// Applies a probe result and says what comes next.
+    fn record(&self, id: &WorkerId, generation: u64, report: ProbeReport) -> NextStep;
+
+    /// Starts a fresh pending cycle for a failed worker (SPEC S6b); returns its probe
+    /// interval when it did.
+    fn retry(&self, id: &WorkerId, generation: u64) -> Option<Duration>;
+
+    /// Called with +1 when a probe starts and -1 when it ends (a metric).
+    fn in_flight(&self, delta: i64);
+}
+
+/// One health check.
+pub trait Check: Send + Sync + 'static {
+    /// Probes `target` once; a failure is a result, never an error.
+    fn check(&self, target: &Target) -> impl Future<Output = ProbeReport> + Send;
+}
