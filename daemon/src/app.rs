@@ -327,23 +327,11 @@ fn spawn_background(
     shutdown: CancellationToken,
 ) -> Vec<tokio::task::JoinHandle<()>> {
     let mut tasks = Vec::new();
-    // Tombstone expiry: often enough that a short TTL is honoured within a few seconds.
-    let gc_every =
-        (config.tombstone_ttl / 4).clamp(Duration::from_secs(1), Duration::from_secs(60));
-    let (n, stop) = (Arc::clone(node), shutdown.clone());
-    tasks.push(tokio::spawn(async move {
-        let mut tick = tokio::time::interval(gc_every);
-        loop {
-            tokio::select! {
-                () = stop.cancelled() => break,
-                _ = tick.tick() => match n.expire_tombstones().await {
-                    Ok(0) => {}
-                    Ok(k) => tracing::info!(expired = k, "forgot expired tombstones"),
-                    Err(e) => tracing::warn!(error = %e, "could not expire tombstones; will try again"),
-                },
-            }
-        }
-    }));
+    tasks.push(tokio::spawn(crate::tombstone_expiry::run(
+        Arc::clone(node),
+        crate::tombstone_expiry::period(config.tombstone_ttl),
+        shutdown.clone(),
+    )));
     if !config.workers.is_empty() {
         let mut reasserter = Reasserter::new(&config.workers);
         let (n, stop) = (Arc::clone(node), shutdown);

@@ -33,6 +33,7 @@ pub mod reported;
 pub mod shutdown;
 pub mod store;
 pub mod tls_commands;
+pub mod tombstone_expiry;
 pub mod transport_metrics;
 pub mod version;
 
