@@ -64,7 +64,7 @@ pub struct Memory {
 }
 
 /// What one round decided.
-#[derive(Debug, Default)]
+#[derive(Debug, Default, PartialEq)]
 pub struct Plan {
     /// Registrations and tombstones to take from peers, in worker order.
     pub imports: Vec<ImportAction>,
@@ -167,3 +167,7 @@ pub fn reconcile(input: &Inputs<'_>, memory: &mut Memory) -> Plan {
         adoption_due,
     }
 }
+
+#[cfg(test)]
+#[path = "reconcile_tests.rs"]
+mod tests;
