@@ -148,9 +148,8 @@ impl Registry {
         entry
     }
 
-    /// Replaces a worker's spec and revision, keeping its status (SPEC S9), except that
-    /// re-enabling health checks makes it pending again and disabling
-    /// health checks makes it ready. Returns the new entry and any transition.
+    /// Replaces a worker's spec and revision, keeping its status (SPEC S9) except as
+    /// [`state_machine::on_spec_change`] says. Returns the new entry and any transition.
     pub fn update_spec(
         &self,
         id: &WorkerId,
@@ -163,14 +162,12 @@ impl Registry {
         let was_disabled = entry.reg.spec.health.disable;
         entry.reg.spec = spec;
         entry.reg.revision = revision;
-        let mut transition = None;
-        if entry.reg.spec.health.disable && entry.status != Status::Ready {
-            transition = Some(set_status(entry, Status::Ready, "health_disabled", now));
-        } else if was_disabled && !entry.reg.spec.health.disable {
-            // Ready only because checks were off: this node has verified nothing yet,
-            // so routing waits for its own probes again.
-            transition = Some(set_status(entry, Status::Pending, "health_enabled", now));
-        }
+        let transition = state_machine::on_spec_change(
+            entry.status,
+            was_disabled,
+            entry.reg.spec.health.disable,
+        )
+        .map(|(to, reason)| set_status(entry, to, reason, now));
         let out = entry.clone();
         self.changed(&mut view);
         Some((out, transition))

@@ -45,6 +45,13 @@ pub fn agreed(
     should_evict_failed(remove_failed, local, peers)
 }
 
+/// When a worker in `status` after a probe is retried (SPEC S6b): `Some(backoff)` when
+/// it failed on this node (its `attempts`-th retry), `None` when it is simply probed
+/// again at its interval. Eviction, if the cluster agrees, comes first ([`agreed`]).
+pub fn retry_delay(status: Status, attempts: u32) -> Option<Duration> {
+    (status == Status::Failed).then(|| backoff(attempts))
+}
+
 /// The delay before retry number `attempt` (0-based): one minute doubling up to one
 /// hour.
 pub fn backoff(attempt: u32) -> Duration {

@@ -127,6 +127,24 @@ pub fn apply(status: Status, counters: Counters, outcome: Outcome, t: Thresholds
     }
 }
 
+/// The status change a spec change causes (SPEC S9: a PATCH keeps the status), if
+/// any: disabling health checks makes a worker `ready` (the operator vouches for it);
+/// re-enabling them makes it `pending`, since it was ready only because checks were
+/// off and this node has verified nothing yet. Returns the new status and the reason.
+pub fn on_spec_change(
+    status: Status,
+    was_disabled: bool,
+    now_disabled: bool,
+) -> Option<(Status, &'static str)> {
+    if now_disabled && status != Status::Ready {
+        Some((Status::Ready, "health_disabled"))
+    } else if was_disabled && !now_disabled {
+        Some((Status::Pending, "health_enabled"))
+    } else {
+        None
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -292,5 +310,25 @@ mod tests {
             pending_probes: 0,
         };
         assert_eq!(apply(Failed, c, S, T).counters, c);
+    }
+
+    #[test]
+    fn disabling_checks_makes_ready_and_enabling_them_makes_pending() {
+        use Status::*;
+        assert_eq!(
+            on_spec_change(Pending, false, true),
+            Some((Ready, "health_disabled"))
+        );
+        assert_eq!(
+            on_spec_change(Failed, false, true),
+            Some((Ready, "health_disabled"))
+        );
+        assert_eq!(on_spec_change(Ready, false, true), None);
+        assert_eq!(
+            on_spec_change(Ready, true, false),
+            Some((Pending, "health_enabled"))
+        );
+        assert_eq!(on_spec_change(NotReady, false, false), None);
+        assert_eq!(on_spec_change(Ready, true, true), None);
     }
 }

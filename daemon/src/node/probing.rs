@@ -1,7 +1,7 @@
 //! The node as the probe engine's host: what to probe, and what a result changes.
 
 use super::Node;
-use crate::lifecycle::eviction::backoff;
+use crate::lifecycle::eviction::retry_delay;
 use crate::lifecycle::state_machine::Outcome;
 use crate::probe::check::{LocalResource, ProbeReport, ProbeResult};
 use crate::probe::{NextStep, ProbeHost, Target};
@@ -66,13 +66,13 @@ impl Node {
         if let Some(t) = &transition {
             self.note_transition(t, &entry);
         }
-        if entry.status != Status::Failed {
-            return NextStep::Probe(self.health(&entry.reg.spec).interval);
-        }
-        // Failed here. Whether the cluster evicts it (every live member agrees, S6 b) is
+        // Failed here: whether the cluster evicts it (every live member agrees, S6 b) is
         // the cluster sync's decision, which the status change wakes; until then, and
         // if it never comes, this node retries after a backoff (S6b).
-        NextStep::Retry(backoff(entry.retry_attempts))
+        match retry_delay(entry.status, entry.retry_attempts) {
+            Some(backoff) => NextStep::Retry(backoff),
+            None => NextStep::Probe(self.health(&entry.reg.spec).interval),
+        }
     }
 
     /// A probe that this node could not even make: the worker's status and counters
