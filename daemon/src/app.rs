@@ -239,9 +239,27 @@ impl App {
         .await;
 
         shutdown.cancel();
-        let _ = engine.await;
-        for task in background {
-            let _ = task.await;
+        // Every task stops at the cancellation; a commit or probe in progress is let
+        // finish, within a deadline, so that shutdown cannot hang on a stuck disk or
+        // worker. What is left is aborted (nothing acknowledged is lost: a commit is
+        // acknowledged only after its fsync).
+        let mut tasks = background;
+        tasks.push(engine);
+        let stopped = tokio::time::timeout(SHUTDOWN_DEADLINE, async {
+            for task in tasks.iter_mut() {
+                let _ = task.await;
+            }
+        })
+        .await;
+        if stopped.is_err() {
+            tracing::warn!(
+                left = tasks.iter().filter(|t| !t.is_finished()).count(),
+                deadline = %humantime::format_duration(SHUTDOWN_DEADLINE),
+                "shutdown: tasks still running at the deadline were stopped"
+            );
+            for task in &tasks {
+                task.abort();
+            }
         }
         match Arc::try_unwrap(gossip) {
             Ok(g) => {
@@ -262,6 +280,11 @@ impl App {
         Ok(())
     }
 }
+
+/// How long shutdown waits for the agent's tasks (probe engine, cluster sync, smg
+/// adapter, expiry) to stop after the cancellation; the probe engine's own drain
+/// (3 s) fits inside it.
+const SHUTDOWN_DEADLINE: Duration = Duration::from_secs(5);
 
 /// Raises the open-file limit (SPEC S13) and derives the admin server's connection cap
 /// from it, so that admin connections can never use the descriptors probes need.
