@@ -75,6 +75,7 @@ impl App {
             tombstone_ttl: config.tombstone_ttl,
             allow: config.cluster.allow_worker_cidrs.clone(),
             clock: crate::clock::Clock::System,
+            fence_ratio: config.fence_ratio,
         };
         let node = Arc::new(Node::new(settings, store, metrics, probe_tx));
         latches[0].release();

@@ -9,6 +9,7 @@
 //! dissemination model in the simulator.
 
 use crate::identity_watch::{IdentityWatch, REPEAT_LOG, Step};
+use crate::lifecycle::fencing;
 use crate::lifecycle::import::{self, ImportAction};
 use crate::lifecycle::reconcile::{self, Inputs, Memory, Tracked};
 use crate::node::Node;
@@ -69,8 +70,8 @@ pub async fn run<S: ClusterSource>(
     }
 }
 
-/// Cluster fingerprint, view index, tombstone count.
-type Observed = (Fingerprint, u64, usize);
+/// Cluster fingerprint, view index, tombstone count, whether local faults are current.
+type Observed = (Fingerprint, u64, usize, bool);
 
 /// What the sync loop remembers between rounds.
 #[derive(Debug, Default)]
@@ -85,9 +86,9 @@ pub struct SyncState {
     last: Option<Observed>,
     /// The reconcile step's memory (adoption timers).
     memory: Memory,
-    /// When the first pending adoption's wait ends: a full round is due then even if
-    /// nothing else changed.
-    adopt_due: Option<tokio::time::Instant>,
+    /// When the first pending wait (an adoption's, the fence's) ends: a full round is
+    /// due then even if nothing else changed.
+    due: Option<tokio::time::Instant>,
 }
 
 /// One reconciliation in both directions; skipped when neither the cluster state nor
@@ -99,11 +100,12 @@ pub async fn sync_once<S: ClusterSource>(node: &Arc<Node>, source: &S, state: &m
         fingerprint,
         node.registry().read().index,
         node.tombstone_count(),
+        node.local_fault_active(),
     );
-    let adoption_due = state
-        .adopt_due
+    let wait_over = state
+        .due
         .is_some_and(|due| tokio::time::Instant::now() >= due);
-    if state.last.as_ref() == Some(&now) && !adoption_due {
+    if state.last.as_ref() == Some(&now) && !wait_over {
         return;
     }
     // A round that changed something (imports, published keys) is followed by another
@@ -112,7 +114,7 @@ pub async fn sync_once<S: ClusterSource>(node: &Arc<Node>, source: &S, state: &m
     // every tick until then: with a flapping failure detector one is nearly always
     // pending, and rounds on every tick kept a loaded cluster loaded.
     if tracing::enabled!(tracing::Level::TRACE)
-        && let Some((before, _, _)) = &state.last
+        && let Some((before, ..)) = &state.last
     {
         let moved: Vec<_> = now.0.iter().filter(|m| !before.contains(m)).collect();
         tracing::trace!(?moved, "cluster sync: members whose state moved");
@@ -152,6 +154,7 @@ async fn full_sync<S: ClusterSource>(node: &Arc<Node>, source: &S, state: &mut S
                         registered_here: e.origin == Origin::Local,
                         status: e.status,
                         status_since_ms: crate::clock::unix_ms(e.status_since),
+                        failing: fencing::is_failing(e.status, e.counters.consecutive_failures),
                     },
                 )
             })
@@ -166,11 +169,21 @@ async fn full_sync<S: ClusterSource>(node: &Arc<Node>, source: &S, state: &mut S
                 snapshot: &snap,
                 remove_failed: node.remove_failed(),
                 allowed: &allowed,
+                fence_ratio: node.fence_ratio(),
+                local_fault: node.local_fault_active(),
             },
             &mut state.memory,
         )
     };
-    state.adopt_due = plan.adoption_due;
+    state.due = plan.due;
+    node.metrics()
+        .fence()
+        .members_degraded(snap.live_peer_ids().filter(|n| snap.is_degraded(n)).count());
+    node.set_fence(
+        plan.fence_change.as_ref(),
+        plan.publication.degraded.clone(),
+        &plan.unreachable_here,
+    );
     report_owner_claims(node, &snap, &plan.imports, &mut state.reported);
     node.set_cluster(snap);
     let imported = !plan.imports.is_empty();
@@ -193,7 +206,7 @@ async fn full_sync<S: ClusterSource>(node: &Arc<Node>, source: &S, state: &mut S
         published,
         "cluster sync round"
     );
-    imported || !plan.evictions.is_empty() || published > 0
+    imported || !plan.evictions.is_empty() || published > 0 || plan.fence_change.is_some()
 }
 
 /// Counts and logs each peer record the snapshot dropped (SPEC S11), once per record:

@@ -4,8 +4,10 @@
 //! from the local view at scrape time, so it can never drift from the view.
 
 mod admin;
+mod fence;
 
 pub use admin::AdminMetrics;
+pub use fence::FenceMetrics;
 
 use crate::registry::View;
 use crate::transport_metrics::TransportCollector;
@@ -97,6 +99,7 @@ pub struct Metrics {
     store_records_rejected: Family<ReasonLabels, Counter>,
     transport: Arc<OnceLock<Arc<TransportMetrics>>>,
     admin: AdminMetrics,
+    fence: FenceMetrics,
 }
 
 impl Default for Metrics {
@@ -141,9 +144,11 @@ impl Metrics {
             store_records_rejected: Family::default(),
             transport: Arc::new(OnceLock::new()),
             admin: AdminMetrics::default(),
+            fence: FenceMetrics::default(),
             registry: Registry::default(),
         };
         m.admin.register(&mut registry);
+        m.fence.register(&mut registry);
         registry.register(
             "members",
             "Cluster members by state, as this node sees them",
@@ -275,6 +280,11 @@ impl Metrics {
             .set(1);
         registry.register("build_info", "Build of the running agent", build);
         Metrics { registry, ..m }
+    }
+
+    /// The self-fencing metrics (`probemesh_node_degraded*`, `probemesh_members_degraded`).
+    pub fn fence(&self) -> &FenceMetrics {
+        &self.fence
     }
 
     /// The admin server's metrics (`probemesh_admin_*`).

@@ -15,7 +15,7 @@
 //!   is still being checked ([`ClusterSnapshot::attestation_pending`]) the daemon
 //!   postpones failure evictions rather than decide without it.
 
-use crate::keys::{self, REG_PREFIX, STATUS_PREFIX, TOMB_PREFIX, VERSION_KEY};
+use crate::keys::{self, DEGRADED_KEY, REG_PREFIX, STATUS_PREFIX, TOMB_PREFIX, VERSION_KEY};
 use crate::model::{Registration, Status, Tombstone, WorkerId};
 use crate::transport::Attestation;
 use chitchat::{Chitchat, ChitchatId};
@@ -64,6 +64,8 @@ pub struct Member {
     pub version: Option<String>,
     /// Whether this instance was seen first-hand (always true for this node).
     pub attested: bool,
+    /// Why it says it is degraded (SPEC S12), while it does.
+    pub degraded: Option<String>,
 }
 
 /// A registration advertised by a node.
@@ -135,13 +137,18 @@ pub struct NodeRecords {
     rejected: Vec<Rejection>,
     newer_format: bool,
     version: Option<String>,
+    /// The member's degraded reason, while it says it is degraded (SPEC S12).
+    degraded: Option<String>,
 }
 
 impl NodeRecords {
     fn decode<'a>(key_values: impl Iterator<Item = (&'a str, &'a str)>) -> NodeRecords {
         let mut r = NodeRecords::default();
         for (key, value) in key_values {
-            if key == VERSION_KEY {
+            if key == DEGRADED_KEY {
+                // A peer's text: bounded, and shown escaped wherever it is printed.
+                r.degraded = Some(value.chars().take(keys::MAX_DEGRADED_REASON).collect());
+            } else if key == VERSION_KEY {
                 r.version = Some(value.to_string());
                 continue;
             }
@@ -470,6 +477,7 @@ impl ClusterSnapshot {
             workers_owned: r.registrations.len(),
             version: r.version.clone(),
             attested: is_self || how.attestation == Attestation::Attested,
+            degraded: r.degraded.clone(),
         });
     }
 
@@ -494,6 +502,23 @@ impl ClusterSnapshot {
         self.rejected_by
             .iter()
             .flat_map(|(by, r)| r.rejected.iter().map(move |x| (by.as_str(), x)))
+    }
+
+    /// Node ids of the live, attested members other than this node (each once).
+    pub fn live_peer_ids(&self) -> impl Iterator<Item = &str> {
+        let mut ids: Vec<&str> = self.live_peers.iter().map(|(n, _)| n.as_str()).collect();
+        ids.dedup();
+        ids.into_iter()
+    }
+
+    /// Whether live member `node_id` says it is degraded (SPEC S12). A node seen under
+    /// two generations counts as degraded when its newest live instance says so.
+    pub fn is_degraded(&self, node_id: &str) -> bool {
+        self.live_peers
+            .iter()
+            .rev()
+            .find(|(n, _)| n == node_id)
+            .is_some_and(|(_, r)| r.degraded.is_some())
     }
 
     /// Node ids of the live members, self included.

@@ -6,7 +6,8 @@
 //! - `st:<worker id>`: this node's verdict, `<generation>:<status>:<since, ms>`;
 //! - `tomb:<worker id>`: a tombstone this node holds (every node republishes the
 //!   tombstones it knows, so they outlive their writer);
-//! - `meta:version`: the probemesh version of the node.
+//! - `meta:version`: the probemesh version of the node;
+//! - `meta:degraded`: present while the node is degraded (SPEC S12), with the reason.
 //!
 //! chitchat values are strings, hence base64 for the binary records.
 
@@ -23,6 +24,10 @@ pub const STATUS_PREFIX: &str = "st:";
 pub const TOMB_PREFIX: &str = "tomb:";
 /// Key of the node's probemesh version.
 pub const VERSION_KEY: &str = "meta:version";
+/// Key present while the node is degraded (SPEC S12); its value is the reason.
+pub const DEGRADED_KEY: &str = "meta:degraded";
+/// Longest degraded reason kept from a peer (longer ones are cut).
+pub const MAX_DEGRADED_REASON: usize = 512;
 
 /// Why a gossiped value was dropped.
 #[derive(Debug, thiserror::Error)]

@@ -17,6 +17,8 @@ pub struct Publication {
     pub registrations: BTreeMap<WorkerId, Registration>,
     /// Every tombstone this node holds.
     pub tombstones: BTreeMap<WorkerId, Tombstone>,
+    /// Why this node is degraded (SPEC S12), while it is.
+    pub degraded: Option<String>,
 }
 
 /// One change to a node's own keys: set (`Some`) or delete (`None`).
@@ -58,6 +60,12 @@ impl Publisher {
                 }
                 Err(e) => self.unencodable(id, &e),
             }
+        }
+        if let Some(reason) = &desired.degraded {
+            next.insert(
+                keys::DEGRADED_KEY.to_string(),
+                reason.chars().take(keys::MAX_DEGRADED_REASON).collect(),
+            );
         }
         let mut out: Vec<KeyChange> = next
             .iter()

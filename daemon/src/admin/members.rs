@@ -21,6 +21,8 @@ pub async fn list(State(state): State<Arc<AdminState>>) -> impl IntoResponse {
                 "is_self": m.is_self,
                 "workers_owned": m.workers_owned,
                 "version": m.version,
+                "degraded": if m.is_self { state.node.degraded().is_some() } else { m.degraded.is_some() },
+                "degraded_reason": if m.is_self { state.node.degraded() } else { m.degraded.clone() },
             })
         })
         .collect();

@@ -31,6 +31,13 @@ pub async fn ready(State(state): State<Arc<AdminState>>) -> impl IntoResponse {
             StatusCode::SERVICE_UNAVAILABLE,
             Json(json!({"status": "degraded", "node_id": state.node.node_id(), "reason": reason})),
         )
+    } else if let Some(reason) = state.node.degraded() {
+        // SPEC S12: the node cannot reach what its peers reach (or is short of local
+        // resources); the orchestrator should take the gateway beside it out.
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Json(json!({"status": "degraded", "node_id": state.node.node_id(), "reason": reason})),
+        )
     } else if waiting.is_empty() {
         (
             StatusCode::OK,

@@ -20,6 +20,8 @@ pub enum FileType {
     Integer,
     /// `key = true`. Its flag may be given without a value, meaning `true`.
     Boolean,
+    /// `key = 0.8` (an integer is accepted too).
+    Float,
 }
 
 /// How a setting's default is documented.
@@ -147,7 +149,7 @@ impl<T: PartialEq + std::fmt::Debug> Setting for Key<T> {
         match self.file_type {
             FileType::Boolean => arg.num_args(0..=1).default_missing_value("true"),
             // A negative number is a bad value to report, not a flag.
-            FileType::Integer => arg.allow_negative_numbers(true),
+            FileType::Integer | FileType::Float => arg.allow_negative_numbers(true),
             FileType::String => arg,
         }
     }

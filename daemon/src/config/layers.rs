@@ -54,12 +54,15 @@ impl Raw<'_> {
             (Raw::File(toml::Value::String(s)), FileType::String) => Ok(s.clone()),
             (Raw::File(toml::Value::Integer(i)), FileType::Integer) => Ok(i.to_string()),
             (Raw::File(toml::Value::Boolean(b)), FileType::Boolean) => Ok(b.to_string()),
+            (Raw::File(toml::Value::Float(f)), FileType::Float) => Ok(f.to_string()),
+            (Raw::File(toml::Value::Integer(i)), FileType::Float) => Ok(i.to_string()),
             (Raw::File(other), want) => Err(format!(
                 "expected {}, found {}",
                 match want {
                     FileType::String => "a string (in quotes)",
                     FileType::Integer => "an integer",
                     FileType::Boolean => "true or false",
+                    FileType::Float => "a number",
                 },
                 Found(other)
             )),

@@ -58,6 +58,8 @@ pub struct AgentConfig {
     pub probe: ProbeDefaults,
     /// Whether failed workers are evicted (SPEC S6 b).
     pub remove_failed: bool,
+    /// `--fence-ratio` (SPEC S12; 0 turns self-fencing off).
+    pub fence_ratio: f64,
     /// How long tombstones are kept.
     pub tombstone_ttl: Duration,
     /// Declarative registrations owned by this node, without duplicates.

@@ -157,6 +157,26 @@ pub(super) fn admin_max_connections(s: &str) -> Result<u32, String> {
     Ok(v)
 }
 
+/// `fence_ratio`: a number from 0 (self-fencing off) to 1.
+pub(super) fn fence_ratio(s: &str) -> Result<f64, String> {
+    let v: f64 = s
+        .trim()
+        .parse()
+        .map_err(|_| format!("`{s}` is not a number; give a ratio from 0 (off) to 1, e.g. 0.8"))?;
+    check_fence_ratio(v)?;
+    Ok(v)
+}
+
+/// The bounds of `--fence-ratio`.
+pub fn check_fence_ratio(v: f64) -> Result<(), String> {
+    if !(0.0..=1.0).contains(&v) {
+        return Err(format!(
+            "{v} is outside 0..=1; give a ratio from 0 (self-fencing off) to 1, e.g. 0.8"
+        ));
+    }
+    Ok(())
+}
+
 /// `true` or `false` (a flag given without a value arrives as `true`).
 pub(super) fn boolean(s: &str) -> Result<bool, String> {
     s.trim().parse().map_err(|e| format!("`{s}`: {e}"))

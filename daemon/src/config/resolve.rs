@@ -101,6 +101,7 @@ pub(super) fn agent_config(r: &mut Resolver<'_>) -> AgentConfig {
         failure_threshold: r.get(&s::FAILURE_THRESHOLD),
     };
     let remove_failed = r.get(&s::REMOVE_FAILED);
+    let fence_ratio = r.get(&s::FENCE_RATIO);
     let tombstone_ttl = r.get(&s::TOMBSTONE_TTL);
     let mut workers = Vec::new();
     for url in r.list(&s::WORKER) {
@@ -121,6 +122,7 @@ pub(super) fn agent_config(r: &mut Resolver<'_>) -> AgentConfig {
         data_dir,
         probe,
         remove_failed,
+        fence_ratio,
         tombstone_ttl,
         workers,
         log_format,

@@ -74,6 +74,11 @@ pub fn default_remove_failed() -> bool {
     true
 }
 
+/// `fence_ratio` (SPEC S12).
+pub fn default_fence_ratio() -> f64 {
+    0.8
+}
+
 /// `tombstone_ttl`.
 pub fn default_tombstone_ttl() -> Duration {
     Duration::from_secs(24 * 3600)
@@ -234,6 +239,17 @@ pub const REMOVE_FAILED: Key<bool> = Key {
     parse: parse::boolean,
     default: default_remove_failed,
     shown: Shown::Value(bool::to_string),
+};
+
+/// `--fence-ratio`.
+pub const FENCE_RATIO: Key<f64> = Key {
+    name: "fence_ratio",
+    value_name: "RATIO",
+    help: "Self-fencing threshold: the node is degraded when it fails at least this share of the workers most of its healthy peers reach; 0 turns self-fencing off",
+    file_type: FileType::Float,
+    parse: parse::fence_ratio,
+    default: default_fence_ratio,
+    shown: Shown::Value(f64::to_string),
 };
 
 /// `--tombstone-ttl`.
@@ -408,6 +424,7 @@ pub static KEYS: &[&dyn Setting] = &[
     &SUCCESS_THRESHOLD,
     &FAILURE_THRESHOLD,
     &REMOVE_FAILED,
+    &FENCE_RATIO,
     &TOMBSTONE_TTL,
     &WORKER,
     &SMG_URL,

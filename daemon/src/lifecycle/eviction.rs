@@ -23,25 +23,28 @@ pub fn should_evict_failed(
 }
 
 /// Whether the cluster agrees to evict `generation` of `id`, which this node holds
-/// `local`: [`should_evict_failed`] over the verdicts of the other live members in
-/// `snapshot` on that generation. Only members seen first-hand count (an invented
-/// member neither blocks nor makes an eviction); while a live member is still being
-/// checked, the decision waits, so a member that just joined is never left out.
+/// `local`: [`should_evict_failed`] over the verdicts of the other live, non-degraded
+/// members in `snapshot` on that generation (SPEC S6 b, S12). Only members seen
+/// first-hand count (an invented member neither blocks nor makes an eviction); while a
+/// live member is still being checked, the decision waits, so a member that just
+/// joined is never left out. A degraded node (`self_degraded`) never evicts: its
+/// `failed` is most likely its own fault, and the healthy trackers decide without it.
 pub fn agreed(
     snapshot: &ClusterSnapshot,
     remove_failed: bool,
+    self_degraded: bool,
     id: &WorkerId,
     generation: u64,
     local: Status,
 ) -> bool {
-    if snapshot.attestation_pending() {
+    if self_degraded || snapshot.attestation_pending() {
         return false;
     }
     let peers = snapshot
         .verdicts_on(id)
-        .into_values()
-        .filter(|v| v.generation == generation)
-        .map(|v| v.status);
+        .into_iter()
+        .filter(|(node, v)| v.generation == generation && !snapshot.is_degraded(node))
+        .map(|(_, v)| v.status);
     should_evict_failed(remove_failed, local, peers)
 }
 

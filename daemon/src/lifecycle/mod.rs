@@ -8,10 +8,12 @@
 //!   retried (SPEC S6, S6b, S7).
 //! - [`import`]: which peers' registrations and tombstones a node takes (S2, S6-S9),
 //!   and who adopts an orphan (S8).
+//! - [`fencing`]: when a node takes itself out of rotation (S12, S13).
 //! - [`reconcile`]: one round against the cluster, combining the above into a plan of
 //!   imports, evictions and what to publish.
 
 pub mod eviction;
+pub mod fencing;
 pub mod import;
 pub mod reconcile;
 pub mod state_machine;

@@ -9,9 +9,13 @@
 //! - adoption (S8): a registration no live member advertises is advertised by the
 //!   adopter ([`super::import::is_adopter`]) once it has had no advertiser for
 //!   [`ADOPT_AFTER`];
+//! - self-fencing (S12, S13): [`super::fencing`], fed by this node's results, the
+//!   peers' verdicts and the local-fault signal; a degraded node evicts nothing;
 //! - publication: this node's verdict on every worker it tracks, the registrations it
-//!   owns, adopts or carries a newer PATCH of (S9), and every tombstone it holds.
+//!   owns, adopts or carries a newer PATCH of (S9), every tombstone it holds, and
+//!   whether it is degraded.
 
+use super::fencing::{self, Change, Fence, LocalResult};
 use super::import::{self, ImportAction, LocalWorker};
 use probemesh_gossip::cluster::{ClusterSnapshot, Verdict};
 use probemesh_gossip::model::{Registration, Status, Tombstone, WorkerId, WorkerSpec};
@@ -36,6 +40,8 @@ pub struct Tracked<'a> {
     pub status: Status,
     /// When that status was entered, in ms since the Unix epoch.
     pub status_since_ms: u64,
+    /// Whether this node's own probes of it are failing ([`fencing::is_failing`]).
+    pub failing: bool,
 }
 
 /// Everything one round looks at.
@@ -54,6 +60,10 @@ pub struct Inputs<'a> {
     pub remove_failed: bool,
     /// Whether a worker may be probed here (`--allow-worker-cidr`).
     pub allowed: &'a dyn Fn(&WorkerSpec) -> bool,
+    /// `--fence-ratio` (0: self-fencing off).
+    pub fence_ratio: f64,
+    /// Whether probes failed for lack of a local resource recently (S13).
+    pub local_fault: bool,
 }
 
 /// What the reconcile step remembers between rounds.
@@ -61,6 +71,15 @@ pub struct Inputs<'a> {
 pub struct Memory {
     /// Since when each registration has had no live advertiser.
     orphaned_since: BTreeMap<WorkerId, Instant>,
+    /// The self-fencing state.
+    fence: Fence,
+}
+
+impl Memory {
+    /// Why this node is degraded, if it is.
+    pub fn degraded(&self) -> Option<&fencing::Cause> {
+        self.fence.degraded()
+    }
 }
 
 /// What one round decided.
@@ -72,14 +91,32 @@ pub struct Plan {
     pub evictions: Vec<(WorkerId, u64)>,
     /// What this node should publish.
     pub publication: Publication,
-    /// When a pending adoption's wait ends: a round is due then even if nothing else
-    /// changes.
-    pub adoption_due: Option<Instant>,
+    /// Whether this node entered or left the degraded state in this round.
+    pub fence_change: Option<Change>,
+    /// This node's failing workers that most healthy peers reach (for the log).
+    pub unreachable_here: Vec<WorkerId>,
+    /// When a wait ends (an adoption's, or the fence's hysteresis): a round is due then
+    /// even if nothing else changes.
+    pub due: Option<Instant>,
 }
 
 /// Runs one round. Deterministic: the same inputs and memory give the same plan.
 pub fn reconcile(input: &Inputs<'_>, memory: &mut Memory) -> Plan {
     let snap = input.snapshot;
+    // The fence first: this round's evictions depend on whether this node is degraded.
+    let assessment = fencing::assess(
+        snap,
+        input.local.iter().map(|(id, t)| LocalResult {
+            id,
+            generation: t.reg.generation,
+            failing: t.failing,
+        }),
+    );
+    let fence_change =
+        memory
+            .fence
+            .step(input.now, input.fence_ratio, &assessment, input.local_fault);
+    let degraded = memory.fence.degraded().map(fencing::Cause::reason);
     let for_import: BTreeMap<WorkerId, LocalWorker<'_>> = input
         .local
         .iter()
@@ -110,6 +147,7 @@ pub fn reconcile(input: &Inputs<'_>, memory: &mut Memory) -> Plan {
                 && super::eviction::agreed(
                     snap,
                     input.remove_failed,
+                    degraded.is_some(),
                     id,
                     t.reg.generation,
                     t.status,
@@ -154,17 +192,21 @@ pub fn reconcile(input: &Inputs<'_>, memory: &mut Memory) -> Plan {
         }
     }
     publication.tombstones = input.stored_tombstones.clone();
-    let adoption_due = memory
+    publication.degraded = degraded;
+    let due = memory
         .orphaned_since
         .values()
         .map(|since| *since + ADOPT_AFTER)
+        .chain(memory.fence.due())
         .filter(|due| *due > input.now)
         .min();
     Plan {
         imports,
         evictions,
         publication,
-        adoption_due,
+        fence_change,
+        unreachable_here: assessment.failing,
+        due,
     }
 }
 

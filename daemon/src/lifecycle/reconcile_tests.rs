@@ -87,6 +87,7 @@ fn tracked(r: &Registration, here: bool, status: Status) -> Tracked<'_> {
         registered_here: here,
         status,
         status_since_ms: 3,
+        failing: matches!(status, Status::NotReady | Status::Failed),
     }
 }
 
@@ -110,6 +111,8 @@ fn round(
             snapshot: snap,
             remove_failed: true,
             allowed: &|_| true,
+            fence_ratio: 0.8,
+            local_fault: false,
         },
         memory,
     )
@@ -149,7 +152,7 @@ fn unknown_peer_workers_are_imported_and_own_state_is_published() {
     assert_eq!(plan.publication.registrations.len(), 1, "only its own");
     assert_eq!(plan.publication.registrations[&mine.id], mine);
     assert_eq!(plan.publication.tombstones[&t.id], t);
-    assert_eq!(plan.adoption_due, None);
+    assert_eq!(plan.due, None);
 }
 
 #[test]
@@ -225,12 +228,12 @@ fn an_orphan_is_adopted_by_the_smallest_live_id_after_the_wait() {
     let mut memory = Memory::default();
     let first = round(&local, &[], &snap, t0, &mut memory);
     assert!(first.publication.registrations.is_empty(), "not at once");
-    assert_eq!(first.adoption_due, Some(t0 + ADOPT_AFTER));
+    assert_eq!(first.due, Some(t0 + ADOPT_AFTER));
     let early = round(&local, &[], &snap, t0 + ADOPT_AFTER / 2, &mut memory);
     assert!(early.publication.registrations.is_empty());
     let late = round(&local, &[], &snap, t0 + ADOPT_AFTER, &mut memory);
     assert_eq!(late.publication.registrations[&w.id], w, "adopted");
-    assert_eq!(late.adoption_due, None);
+    assert_eq!(late.due, None);
 
     // node-a is alive and sorts first: it adopts, node-b never does.
     let other = snapshot(vec![Peer::new("node-a")]);
@@ -257,13 +260,13 @@ fn an_advertiser_coming_back_resets_the_adoption_wait() {
     let mut memory = Memory::default();
     round(&local, &[], &orphaned, t0, &mut memory);
     let back = round(&local, &[], &advertised, t0 + ADOPT_AFTER / 2, &mut memory);
-    assert_eq!(back.adoption_due, None, "timer forgotten");
+    assert_eq!(back.due, None, "timer forgotten");
     let again = round(&local, &[], &orphaned, t0 + ADOPT_AFTER, &mut memory);
     assert!(
         again.publication.registrations.is_empty(),
         "the wait starts over"
     );
-    assert_eq!(again.adoption_due, Some(t0 + ADOPT_AFTER * 2));
+    assert_eq!(again.due, Some(t0 + ADOPT_AFTER * 2));
 }
 
 #[test]

@@ -76,8 +76,11 @@ pub struct NodeSettings {
     pub allow: Vec<ipnet::IpNet>,
     /// Where the time of day comes from.
     pub clock: Clock,
+    /// `--fence-ratio` (SPEC S12; 0 turns self-fencing off).
+    pub fence_ratio: f64,
 }
 
+mod fence;
 mod notes;
 mod peers;
 mod probing;
@@ -107,6 +110,8 @@ pub struct Node {
     events: EventLog,
     /// Probes that failed for lack of a local resource (SPEC S13).
     local_faults: LocalFaults,
+    /// Why this node is degraded (SPEC S12), while it is; set by the cluster sync.
+    degraded: RwLock<Option<String>>,
 }
 
 impl Node {
@@ -146,6 +151,7 @@ impl Node {
             cluster: std::sync::RwLock::new(Arc::new(ClusterSnapshot::default())),
             events,
             local_faults: LocalFaults::default(),
+            degraded: RwLock::new(None),
         }
     }
 

@@ -22,25 +22,6 @@ impl Node {
         *self.cluster.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(snap);
     }
 
-    /// Whether the cluster agrees to evict `generation` of `id` for failure, as last
-    /// read from gossip (the rule: [`crate::lifecycle::eviction::agreed`]).
-    pub fn eviction_agreed(&self, id: &WorkerId, generation: u64) -> bool {
-        let local = self
-            .registry
-            .get(id)
-            .filter(|e| e.reg.generation == generation)
-            .map(|e| e.status);
-        local.is_some_and(|s| {
-            crate::lifecycle::eviction::agreed(
-                &self.cluster(),
-                self.settings.remove_failed,
-                id,
-                generation,
-                s,
-            )
-        })
-    }
-
     /// Whether `spec` may be registered and probed here (`--allow-worker-cidr`). With an
     /// allowlist, the host must be an IP address inside it: a DNS name could resolve
     /// anywhere, so it is refused.

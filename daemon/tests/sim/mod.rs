@@ -99,6 +99,7 @@ impl Sim {
             tombstone_ttl: Duration::from_secs(3600),
             allow: opts.allow.clone(),
             clock: probemesh::clock::Clock::System,
+            fence_ratio: 0.8,
         };
         let node = Arc::new(Node::new(
             settings,

@@ -80,6 +80,7 @@ pub fn node(store: Store) -> Node {
         tombstone_ttl: Duration::from_secs(3600),
         allow: Vec::new(),
         clock: probemesh::clock::Clock::System,
+        fence_ratio: 0.8,
     };
     Node::new(settings, store, Arc::new(Metrics::new()), probe_tx)
 }
