@@ -61,6 +61,18 @@ fn line(f: &SseFrame) -> String {
             s("url"),
             s("reason")
         ),
+        "degraded" => {
+            if v.get("degraded").and_then(Value::as_bool) == Some(true) {
+                format!(
+                    "{}  node {}  degraded  ({})",
+                    s("at"),
+                    s("node_id"),
+                    s("reason")
+                )
+            } else {
+                format!("{}  node {}  no longer degraded", s("at"), s("node_id"))
+            }
+        }
         other => format!("{other}: {}", f.data),
     }
 }
