@@ -42,6 +42,9 @@ impl App {
     pub async fn build(config: AgentConfig, advertise: SocketAddr) -> anyhow::Result<App> {
         let (readiness, latches) = Readiness::new(&["state", "gossip", "identity", "admin"]);
         let admin_server = admin_server_config(config.admin_max_connections);
+        if let Some(path) = &config.smg_manifest {
+            check_manifest_dir(path)?;
+        }
         let dir = config.data_dir.clone();
         let (store, report) = tokio::task::spawn_blocking(move || Store::open(&dir))
             .await
@@ -205,6 +208,14 @@ impl App {
                 shutdown.child_token(),
             )));
         }
+        if let Some(path) = &config.smg_manifest {
+            tracing::info!(path = %path.display(), "keeping the smg file-discovery manifest equal to the ready set");
+            background.push(tokio::spawn(crate::gateway::manifest::run(
+                Arc::clone(&node),
+                path.clone(),
+                shutdown.child_token(),
+            )));
+        }
         background.push(tokio::spawn(crate::cluster_sync::run(
             Arc::clone(&node),
             Arc::clone(&gossip),
@@ -280,6 +291,30 @@ impl App {
         }
         Ok(())
     }
+}
+
+/// Refuses to start when the `--smg-manifest` directory does not exist: a typo would
+/// otherwise leave smg with no workers and only a warning in the log.
+fn check_manifest_dir(path: &std::path::Path) -> anyhow::Result<()> {
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => std::path::Path::new("."),
+    };
+    if !dir.is_dir() {
+        anyhow::bail!(
+            "--smg-manifest {}: the directory {} does not exist; create it (smg must be able to read it) or fix the path",
+            path.display(),
+            dir.display()
+        );
+    }
+    if path.is_dir() {
+        anyhow::bail!(
+            "--smg-manifest {} is a directory; give the path of the manifest file, e.g. {}/workers.json",
+            path.display(),
+            path.display()
+        );
+    }
+    Ok(())
 }
 
 /// How long shutdown waits for the agent's tasks (probe engine, cluster sync, smg

@@ -5,9 +5,11 @@
 
 mod admin;
 mod fence;
+mod gateway;
 
 pub use admin::AdminMetrics;
 pub use fence::FenceMetrics;
+pub use gateway::GatewayMetrics;
 
 use crate::registry::View;
 use crate::transport_metrics::TransportCollector;
@@ -100,6 +102,7 @@ pub struct Metrics {
     transport: Arc<OnceLock<Arc<TransportMetrics>>>,
     admin: AdminMetrics,
     fence: FenceMetrics,
+    gateway: GatewayMetrics,
 }
 
 impl Default for Metrics {
@@ -145,10 +148,12 @@ impl Metrics {
             transport: Arc::new(OnceLock::new()),
             admin: AdminMetrics::default(),
             fence: FenceMetrics::default(),
+            gateway: GatewayMetrics::default(),
             registry: Registry::default(),
         };
         m.admin.register(&mut registry);
         m.fence.register(&mut registry);
+        m.gateway.register(&mut registry);
         registry.register(
             "members",
             "Cluster members by state, as this node sees them",
@@ -285,6 +290,11 @@ impl Metrics {
     /// The self-fencing metrics (`probemesh_node_degraded*`, `probemesh_members_degraded`).
     pub fn fence(&self) -> &FenceMetrics {
         &self.fence
+    }
+
+    /// The `--smg-manifest` metrics (`probemesh_smg_manifest_*`).
+    pub fn gateway(&self) -> &GatewayMetrics {
+        &self.gateway
     }
 
     /// The admin server's metrics (`probemesh_admin_*`).

@@ -70,6 +70,8 @@ pub struct AgentConfig {
     pub cluster: ClusterConfig,
     /// `--smg-url`: the gateway to push the ready set into.
     pub smg_url: Option<String>,
+    /// `--smg-manifest`: smg's file-discovery manifest to keep equal to the ready set.
+    pub smg_manifest: Option<PathBuf>,
 }
 
 /// Where the gossip TLS material comes from.

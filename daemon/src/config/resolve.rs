@@ -114,6 +114,7 @@ pub(super) fn agent_config(r: &mut Resolver<'_>) -> AgentConfig {
     let cluster = cluster_config(r);
     let node_id = node_id::resolve(r, node_id, &cluster.tls);
     let smg_url = r.get(&s::SMG_URL);
+    let smg_manifest = r.get(&s::SMG_MANIFEST);
     AgentConfig {
         node_id,
         admin_listen,
@@ -128,6 +129,7 @@ pub(super) fn agent_config(r: &mut Resolver<'_>) -> AgentConfig {
         log_format,
         cluster,
         smg_url,
+        smg_manifest,
     }
 }
 

@@ -285,6 +285,17 @@ pub const SMG_URL: Key<Option<String>> = Key {
     shown: Shown::Text("none"),
 };
 
+/// `--smg-manifest`.
+pub const SMG_MANIFEST: Key<Option<PathBuf>> = Key {
+    name: "smg_manifest",
+    value_name: "PATH",
+    help: "Keep smg's file-discovery manifest at this path equal to the local ready set            (smg launch --discovery-provider file --discovery-file PATH)",
+    file_type: FileType::String,
+    parse: parse::some_path,
+    default: none,
+    shown: Shown::Text("none"),
+};
+
 /// `--log-format`.
 pub const LOG_FORMAT: Key<LogFormat> = Key {
     name: "log_format",
@@ -428,6 +439,7 @@ pub static KEYS: &[&dyn Setting] = &[
     &TOMBSTONE_TTL,
     &WORKER,
     &SMG_URL,
+    &SMG_MANIFEST,
     &LOG_FORMAT,
     &CLUSTER_ID,
     &GOSSIP_LISTEN,
