@@ -87,7 +87,7 @@ pub fn decode_registration(key_id: &str, value: &str) -> Result<Registration, Va
     let bytes = STANDARD_NO_PAD
         .decode(value.as_bytes())
         .map_err(|_| ValueError::Base64)?;
-    let r: Registration = codec::decode(&bytes)?;
+    let r: Registration = codec::decode_evolving(&bytes)?;
     if r.id.as_str() != key_id {
         return Err(ValueError::Inconsistent(
             "registration id does not match its key",

@@ -182,3 +182,67 @@ fn invalid_tombstones_in_the_log_are_not_applied() {
     );
     assert!(s.state().tombstones.is_empty());
 }
+
+/// A data directory written by format 1.0 (minor 0: registrations without
+/// `health.kind`): its snapshot and its log open, and a compaction rewrites them in the
+/// current format.
+#[test]
+fn a_data_directory_of_format_1_0_opens() {
+    use probemesh_gossip::model::RegistrationV0;
+    use std::collections::BTreeMap;
+    #[derive(Serialize)]
+    enum OldMutation {
+        PutRegistration(RegistrationV0),
+    }
+    #[derive(Serialize)]
+    struct OldState {
+        registrations: BTreeMap<probemesh_gossip::model::WorkerId, RegistrationV0>,
+        tombstones: BTreeMap<probemesh_gossip::model::WorkerId, Tombstone>,
+        last_generation: BTreeMap<probemesh_gossip::model::WorkerId, u64>,
+    }
+    fn at_minor_0<T: Serialize>(v: &T) -> Vec<u8> {
+        let mut out = codec::MAGIC.to_vec();
+        out.extend([codec::FORMAT_MAJOR, 0]);
+        postcard::to_extend(v, out).unwrap()
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let in_snapshot = valid_registration();
+    let mut in_log = valid_registration();
+    in_log.spec.url = probemesh_gossip::model::WorkerUrl::parse("http://10.0.0.9:1").unwrap();
+    in_log.id = in_log.spec.url.id();
+    in_log.spec.health.interval_ms = Some(750);
+    let state = OldState {
+        registrations: [(
+            in_snapshot.id.clone(),
+            RegistrationV0::from_current(&in_snapshot),
+        )]
+        .into_iter()
+        .collect(),
+        tombstones: BTreeMap::new(),
+        last_generation: [(in_snapshot.id.clone(), 1)].into_iter().collect(),
+    };
+    let mut buf = Vec::new();
+    push_frame(&mut buf, &at_minor_0(&state)).unwrap();
+    fs::write(dir.path().join(SNAPSHOT_FILE), buf).unwrap();
+    write_wal(
+        dir.path(),
+        &[at_minor_0(&OldMutation::PutRegistration(
+            RegistrationV0::from_current(&in_log),
+        ))],
+    );
+    let (mut s, report) = Store::open(dir.path()).unwrap();
+    assert!(report.rejected.is_empty(), "{:?}", report.rejected);
+    assert_eq!(
+        s.state().registrations.get(&in_snapshot.id),
+        Some(&in_snapshot)
+    );
+    assert_eq!(s.state().registrations.get(&in_log.id), Some(&in_log));
+    s.compact().unwrap();
+    drop(s);
+    let (s, _) = Store::open(dir.path()).unwrap();
+    assert_eq!(
+        s.state().registrations.len(),
+        2,
+        "rewritten in the current format"
+    );
+}

@@ -429,11 +429,8 @@ fn decode_snapshot(path: &Path, bytes: &[u8]) -> Result<DurableState, StoreError
     }
 }
 
-fn decode_checked<T: serde::de::DeserializeOwned>(
-    path: &Path,
-    payload: &[u8],
-) -> Result<T, StoreError> {
-    codec::decode(payload).map_err(|e| match e {
+fn decode_checked<T: codec::Evolving>(path: &Path, payload: &[u8]) -> Result<T, StoreError> {
+    codec::decode_evolving(payload).map_err(|e| match e {
         CodecError::NewerMajor { found } => StoreError::NewerFormat {
             path: path.to_path_buf(),
             found,

@@ -1,6 +1,7 @@
 //! The durable state and the mutations that change it.
 
-use probemesh_gossip::model::{Registration, Tombstone, WorkerId};
+use probemesh_gossip::codec::Evolving;
+use probemesh_gossip::model::{Registration, RegistrationV0, Tombstone, WorkerId};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
@@ -97,5 +98,54 @@ impl DurableState {
     fn bump_generation(&mut self, id: &WorkerId, generation: u64) {
         let g = self.last_generation.entry(id.clone()).or_insert(0);
         *g = (*g).max(generation);
+    }
+}
+
+/// [`Mutation`] as format 1.0 (minor 0) encoded it: registrations without
+/// `health.kind`.
+#[derive(Deserialize)]
+enum MutationV0 {
+    PutRegistration(RegistrationV0),
+    PutTombstone(Tombstone),
+    DropTombstone { id: WorkerId, generation: u64 },
+}
+
+impl From<MutationV0> for Mutation {
+    fn from(m: MutationV0) -> Mutation {
+        match m {
+            MutationV0::PutRegistration(r) => Mutation::PutRegistration(r.into()),
+            MutationV0::PutTombstone(t) => Mutation::PutTombstone(t),
+            MutationV0::DropTombstone { id, generation } => {
+                Mutation::DropTombstone { id, generation }
+            }
+        }
+    }
+}
+
+impl Evolving for Mutation {
+    fn decode_older(_minor: u8, payload: &[u8]) -> Result<Mutation, postcard::Error> {
+        postcard::from_bytes::<MutationV0>(payload).map(Mutation::from)
+    }
+}
+
+/// [`DurableState`] as format 1.0 (minor 0) encoded it.
+#[derive(Deserialize)]
+struct DurableStateV0 {
+    registrations: BTreeMap<WorkerId, RegistrationV0>,
+    tombstones: BTreeMap<WorkerId, Tombstone>,
+    last_generation: BTreeMap<WorkerId, u64>,
+}
+
+impl Evolving for DurableState {
+    fn decode_older(_minor: u8, payload: &[u8]) -> Result<DurableState, postcard::Error> {
+        postcard::from_bytes::<DurableStateV0>(payload).map(|s| DurableState {
+            registrations: s
+                .registrations
+                .into_iter()
+                .map(|(id, r)| (id, r.into()))
+                .collect(),
+            tombstones: s.tombstones,
+            last_generation: s.last_generation,
+        })
     }
 }

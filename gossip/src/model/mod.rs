@@ -1,14 +1,16 @@
 //! Records shared by every node: worker identity, specs, registrations, tombstones, and
 //! the one validator every record passes (`validate`).
 
+mod legacy;
 mod record;
 mod spec;
 mod status;
 pub mod validate;
 mod worker_url;
 
+pub use legacy::RegistrationV0;
 pub use record::{EvictionReason, Registration, Tombstone};
-pub use spec::{HealthOverrides, WorkerSpec, WorkerType};
+pub use spec::{HealthOverrides, ProbeKind, WorkerSpec, WorkerType};
 pub use status::Status;
 pub use validate::{Field, InvalidField};
 pub use worker_url::{ProbeUrlError, UrlError, WorkerId, WorkerUrl};

@@ -37,6 +37,43 @@ pub struct HealthOverrides {
     pub failure_threshold: Option<u32>,
     /// No probes: the worker is ready as soon as it is known.
     pub disable: bool,
+    /// What a probe checks (SPEC S3, `health.kind`); `None`: the node's default.
+    /// Last, so that a reader of format 1.0 ignores it (see `codec::FORMAT_MINOR`).
+    pub kind: Option<ProbeKind>,
+}
+
+/// What a probe checks (SPEC S3).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ProbeKind {
+    /// `GET url + path`: any 2xx is a success.
+    #[default]
+    Http,
+    /// `GET url + /v1/models`: a 2xx whose `data[].id` lists the worker's `model_id`.
+    Models,
+    /// The standard `grpc.health.v1.Health/Check`: `SERVING` is a success.
+    Grpc,
+}
+
+impl ProbeKind {
+    /// The API name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ProbeKind::Http => "http",
+            ProbeKind::Models => "models",
+            ProbeKind::Grpc => "grpc",
+        }
+    }
+
+    /// Parses the API name.
+    pub fn parse(s: &str) -> Option<ProbeKind> {
+        match s {
+            "http" => Some(ProbeKind::Http),
+            "models" => Some(ProbeKind::Models),
+            "grpc" => Some(ProbeKind::Grpc),
+            _ => None,
+        }
+    }
 }
 
 /// Default `priority`, as in smg's worker API.

@@ -8,7 +8,7 @@
 //! same numbers. URL rules live in [`WorkerUrl::parse`], the only way to make a
 //! [`WorkerUrl`] (deserializing one runs it too), so a record's URL is valid by type.
 
-use super::{HealthOverrides, Registration, Tombstone, UrlError, WorkerSpec, WorkerUrl};
+use super::{HealthOverrides, ProbeKind, Registration, Tombstone, UrlError, WorkerSpec, WorkerUrl};
 use std::collections::BTreeMap;
 use std::fmt;
 
@@ -76,11 +76,13 @@ pub enum Field {
     HealthSuccessThreshold,
     /// `health.failure_threshold`.
     HealthFailureThreshold,
+    /// `health.kind`.
+    HealthKind,
 }
 
 impl Field {
     /// Every field, for tests and docs.
-    pub const ALL: [Field; 14] = [
+    pub const ALL: [Field; 15] = [
         Field::Url,
         Field::Id,
         Field::Generation,
@@ -95,6 +97,7 @@ impl Field {
         Field::HealthTimeout,
         Field::HealthSuccessThreshold,
         Field::HealthFailureThreshold,
+        Field::HealthKind,
     ];
 
     /// The field's name as the API spells it (`health.interval`).
@@ -114,6 +117,7 @@ impl Field {
             Field::HealthTimeout => "health.timeout",
             Field::HealthSuccessThreshold => "health.success_threshold",
             Field::HealthFailureThreshold => "health.failure_threshold",
+            Field::HealthKind => "health.kind",
         }
     }
 
@@ -125,6 +129,7 @@ impl Field {
             Field::HealthTimeout => "health_timeout",
             Field::HealthSuccessThreshold => "health_success_threshold",
             Field::HealthFailureThreshold => "health_failure_threshold",
+            Field::HealthKind => "health_kind",
             other => other.as_str(),
         }
     }
@@ -218,6 +223,12 @@ pub fn worker_spec(spec: &WorkerSpec) -> Result<(), InvalidField> {
         return Err(InvalidField::new(
             Field::BootstrapPort,
             "must be between 1 and 65535",
+        ));
+    }
+    if spec.health.kind == Some(ProbeKind::Models) && spec.model_id.is_none() {
+        return Err(InvalidField::new(
+            Field::HealthKind,
+            "`models` checks that the worker lists its model_id in GET /v1/models; give the worker a model_id, or use kind `http`",
         ));
     }
     health(&spec.health)
