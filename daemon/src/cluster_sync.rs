@@ -164,8 +164,10 @@ async fn full_sync<S: ClusterSource>(node: &Arc<Node>, source: &S, state: &mut S
             &Inputs {
                 self_id: node.node_id(),
                 now: tokio::time::Instant::now(),
+                now_ms: node.clock().now_ms(),
                 local: &local,
                 stored_tombstones: &durable.tombstones,
+                stored_drains: &durable.drains,
                 snapshot: &snap,
                 remove_failed: node.remove_failed(),
                 allowed: &allowed,
@@ -199,6 +201,12 @@ async fn full_sync<S: ClusterSource>(node: &Arc<Node>, source: &S, state: &mut S
             tracing::warn!(id = %id, error = %e, "could not evict a failed worker; will retry");
         }
     }
+    // A drain whose period ended is tombstoned by whichever live node sees it first (S14).
+    for (id, generation) in &plan.drain_ends {
+        if let Err(e) = node.end_drain(id, *generation).await {
+            tracing::warn!(id = %id, error = %e, "could not end a drain; will retry");
+        }
+    }
     let published = source.publish(&plan.publication).await;
     tracing::trace!(
         imported,
@@ -206,7 +214,11 @@ async fn full_sync<S: ClusterSource>(node: &Arc<Node>, source: &S, state: &mut S
         published,
         "cluster sync round"
     );
-    imported || !plan.evictions.is_empty() || published > 0 || plan.fence_change.is_some()
+    imported
+        || !plan.evictions.is_empty()
+        || !plan.drain_ends.is_empty()
+        || published > 0
+        || plan.fence_change.is_some()
 }
 
 /// Counts and logs each peer record the snapshot dropped (SPEC S11), once per record:

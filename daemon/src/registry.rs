@@ -221,6 +221,26 @@ impl Registry {
         Some((out, transition))
     }
 
+    /// Puts `generation` of `id` into `draining` (SPEC S14). Returns the entry and the
+    /// transition, or `None` when the worker is gone, at another generation or draining
+    /// already.
+    pub fn start_drain(
+        &self,
+        id: &WorkerId,
+        generation: u64,
+        now: SystemTime,
+    ) -> Option<(Entry, Transition)> {
+        let mut view = self.write();
+        let entry = view.workers.get_mut(id)?;
+        if entry.reg.generation != generation || entry.status == Status::Draining {
+            return None;
+        }
+        let t = set_status(entry, Status::Draining, "drain", now);
+        let out = entry.clone();
+        self.changed(&mut view);
+        Some((out, t))
+    }
+
     /// Starts a fresh pending cycle for a locally failed worker (SPEC S6b). Returns the
     /// transition, or `None` when the worker is gone, changed generation or is no
     /// longer failed.

@@ -15,8 +15,10 @@
 //!   is still being checked ([`ClusterSnapshot::attestation_pending`]) the daemon
 //!   postpones failure evictions rather than decide without it.
 
-use crate::keys::{self, DEGRADED_KEY, REG_PREFIX, STATUS_PREFIX, TOMB_PREFIX, VERSION_KEY};
-use crate::model::{Registration, Status, Tombstone, WorkerId};
+use crate::keys::{
+    self, DEGRADED_KEY, DRAIN_PREFIX, REG_PREFIX, STATUS_PREFIX, TOMB_PREFIX, VERSION_KEY,
+};
+use crate::model::{Drain, Registration, Status, Tombstone, WorkerId};
 use crate::transport::Attestation;
 use chitchat::{Chitchat, ChitchatId};
 use std::collections::{BTreeMap, HashMap, HashSet};
@@ -132,6 +134,7 @@ impl Rejection {
 pub struct NodeRecords {
     registrations: Vec<Registration>,
     tombstones: Vec<Tombstone>,
+    drains: Vec<Drain>,
     verdicts: HashMap<WorkerId, Verdict>,
     malformed: u64,
     rejected: Vec<Rejection>,
@@ -160,6 +163,11 @@ impl NodeRecords {
             } else if let Some(id) = key.strip_prefix(TOMB_PREFIX) {
                 match keys::decode_tombstone(id, value) {
                     Ok(t) => r.tombstones.push(t),
+                    Err(e) => r.note_bad(key, value, &e),
+                }
+            } else if let Some(id) = key.strip_prefix(DRAIN_PREFIX) {
+                match keys::decode_drain(id, value) {
+                    Ok(d) => r.drains.push(d),
                     Err(e) => r.note_bad(key, value, &e),
                 }
             } else if let Some(id) = key.strip_prefix(STATUS_PREFIX) {
@@ -323,6 +331,9 @@ pub struct ClusterSnapshot {
     pub advertised_by_live_peer: BTreeMap<WorkerId, (u64, u64)>,
     /// Per worker, the newest tombstone any member publishes.
     pub tombstones: BTreeMap<WorkerId, Tombstone>,
+    /// Per worker, the drain of the highest generation any member publishes (of two
+    /// drains of one generation, the one that ends first).
+    pub drains: BTreeMap<WorkerId, Drain>,
     /// The live members other than this node, with their decoded records, in chitchat's
     /// order (node id, then generation). Verdicts stay per member instead of being
     /// merged into a worker x node matrix: a snapshot then costs O(members), not
@@ -460,6 +471,15 @@ impl ClusterSnapshot {
                 .is_none_or(|old| old.generation < t.generation)
             {
                 self.tombstones.insert(t.id.clone(), t.clone());
+            }
+        }
+        for d in &r.drains {
+            let wins = self.drains.get(&d.id).is_none_or(|old| {
+                (old.generation, std::cmp::Reverse(old.ends_at_ms))
+                    < (d.generation, std::cmp::Reverse(d.ends_at_ms))
+            });
+            if wins {
+                self.drains.insert(d.id.clone(), d.clone());
             }
         }
         if how.counts() {

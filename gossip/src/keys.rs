@@ -6,13 +6,15 @@
 //! - `st:<worker id>`: this node's verdict, `<generation>:<status>:<since, ms>`;
 //! - `tomb:<worker id>`: a tombstone this node holds (every node republishes the
 //!   tombstones it knows, so they outlive their writer);
+//! - `drain:<worker id>`: a drain this node holds (SPEC S14; republished by every node
+//!   that learns it, like tombstones);
 //! - `meta:version`: the probemesh version of the node;
 //! - `meta:degraded`: present while the node is degraded (SPEC S12), with the reason.
 //!
 //! chitchat values are strings, hence base64 for the binary records.
 
 use crate::codec::{self, CodecError};
-use crate::model::{InvalidField, Registration, Status, Tombstone, WorkerId, validate};
+use crate::model::{Drain, InvalidField, Registration, Status, Tombstone, WorkerId, validate};
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD_NO_PAD;
 
@@ -22,6 +24,8 @@ pub const REG_PREFIX: &str = "reg:";
 pub const STATUS_PREFIX: &str = "st:";
 /// Prefix of tombstone keys.
 pub const TOMB_PREFIX: &str = "tomb:";
+/// Prefix of drain keys (SPEC S14).
+pub const DRAIN_PREFIX: &str = "drain:";
 /// Key of the node's probemesh version.
 pub const VERSION_KEY: &str = "meta:version";
 /// Key present while the node is degraded (SPEC S12); its value is the reason.
@@ -121,6 +125,29 @@ pub fn decode_tombstone(key_id: &str, value: &str) -> Result<Tombstone, ValueErr
     }
     validate::tombstone(&t)?;
     Ok(t)
+}
+
+/// The drain key of `id`.
+pub fn drain_key(id: &WorkerId) -> String {
+    format!("{DRAIN_PREFIX}{id}")
+}
+
+/// Encodes a drain as a chitchat value.
+pub fn encode_drain(d: &Drain) -> Result<String, CodecError> {
+    encode_value(d)
+}
+
+/// Decodes a drain published under `key_id` and validates it ([`validate::drain`]).
+pub fn decode_drain(key_id: &str, value: &str) -> Result<Drain, ValueError> {
+    let bytes = STANDARD_NO_PAD
+        .decode(value.as_bytes())
+        .map_err(|_| ValueError::Base64)?;
+    let d: Drain = codec::decode(&bytes)?;
+    if d.id.as_str() != key_id {
+        return Err(ValueError::Inconsistent("drain id does not match its key"));
+    }
+    validate::drain(&d)?;
+    Ok(d)
 }
 
 /// Encodes a verdict: generation, status and when the status was entered (ms since

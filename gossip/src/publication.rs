@@ -5,7 +5,7 @@
 
 use crate::cluster::Verdict;
 use crate::keys;
-use crate::model::{Registration, Tombstone, WorkerId};
+use crate::model::{Drain, Registration, Tombstone, WorkerId};
 use std::collections::{BTreeMap, HashMap};
 
 /// Everything a node wants in its own gossip state, besides its version key.
@@ -17,6 +17,8 @@ pub struct Publication {
     pub registrations: BTreeMap<WorkerId, Registration>,
     /// Every tombstone this node holds.
     pub tombstones: BTreeMap<WorkerId, Tombstone>,
+    /// Every drain this node holds (SPEC S14).
+    pub drains: BTreeMap<WorkerId, Drain>,
     /// Why this node is degraded (SPEC S12), while it is.
     pub degraded: Option<String>,
 }
@@ -57,6 +59,14 @@ impl Publisher {
             match keys::encode_tombstone(t) {
                 Ok(v) => {
                     next.insert(keys::tomb_key(id), v);
+                }
+                Err(e) => self.unencodable(id, &e),
+            }
+        }
+        for (id, d) in &desired.drains {
+            match keys::encode_drain(d) {
+                Ok(v) => {
+                    next.insert(keys::drain_key(id), v);
                 }
                 Err(e) => self.unencodable(id, &e),
             }

@@ -40,7 +40,7 @@ pub fn is_failing(status: Status, consecutive_failures: u32) -> bool {
     match status {
         Status::NotReady | Status::Failed => true,
         Status::Pending => consecutive_failures > 0,
-        Status::Ready => false,
+        Status::Ready | Status::Draining => false,
     }
 }
 

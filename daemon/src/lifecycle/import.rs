@@ -3,7 +3,7 @@
 //! allowlist, and applies the returned actions.
 
 use probemesh_gossip::cluster::Advertised;
-use probemesh_gossip::model::{Registration, Tombstone, WorkerId, WorkerSpec};
+use probemesh_gossip::model::{Drain, Registration, Tombstone, WorkerId, WorkerSpec};
 use std::collections::BTreeMap;
 
 /// One local worker, as the planner needs it.
@@ -28,6 +28,8 @@ pub enum ImportAction {
     UpdateSpec(Registration),
     /// A tombstone this node has not applied yet: record it and drop the worker (S6).
     Tombstone(Tombstone),
+    /// A drain of a generation this node tracks (S14): record it, status `draining`.
+    Drain(Drain),
 }
 
 /// Plans the import. `tombstones` holds the newest tombstone per worker known anywhere

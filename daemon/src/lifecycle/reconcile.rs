@@ -9,6 +9,9 @@
 //! - adoption (S8): a registration no live member advertises is advertised by the
 //!   adopter ([`super::import::is_adopter`]) once it has had no advertiser for
 //!   [`ADOPT_AFTER`];
+//! - draining (S14): peers' drains of a generation this node tracks are taken (the one
+//!   that ends first wins), and a drain whose period has ended is tombstoned by
+//!   whichever live node sees the end first;
 //! - self-fencing (S12, S13): [`super::fencing`], fed by this node's results, the
 //!   peers' verdicts and the local-fault signal; a degraded node evicts nothing;
 //! - publication: this node's verdict on every worker it tracks, the registrations it
@@ -18,7 +21,7 @@
 use super::fencing::{self, Change, Fence, LocalResult};
 use super::import::{self, ImportAction, LocalWorker};
 use probemesh_gossip::cluster::{ClusterSnapshot, Verdict};
-use probemesh_gossip::model::{Registration, Status, Tombstone, WorkerId, WorkerSpec};
+use probemesh_gossip::model::{Drain, Registration, Status, Tombstone, WorkerId, WorkerSpec};
 use probemesh_gossip::publication::Publication;
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -50,10 +53,14 @@ pub struct Inputs<'a> {
     pub self_id: &'a str,
     /// The monotonic time of the round (adoption waits).
     pub now: Instant,
+    /// The time of day of the round, in ms since the Unix epoch (drain ends).
+    pub now_ms: u64,
     /// The local view.
     pub local: &'a BTreeMap<WorkerId, Tracked<'a>>,
     /// The tombstones in this node's store.
     pub stored_tombstones: &'a BTreeMap<WorkerId, Tombstone>,
+    /// The drains in this node's store.
+    pub stored_drains: &'a BTreeMap<WorkerId, Drain>,
     /// The cluster as gossip shows it.
     pub snapshot: &'a ClusterSnapshot,
     /// `--remove-failed`.
@@ -89,6 +96,8 @@ pub struct Plan {
     pub imports: Vec<ImportAction>,
     /// Failed generations the cluster agrees to evict (S6 b), in worker order.
     pub evictions: Vec<(WorkerId, u64)>,
+    /// Drained generations whose period has ended: to tombstone (S14).
+    pub drain_ends: Vec<(WorkerId, u64)>,
     /// What this node should publish.
     pub publication: Publication,
     /// Whether this node entered or left the degraded state in this round.
@@ -131,7 +140,7 @@ pub fn reconcile(input: &Inputs<'_>, memory: &mut Memory) -> Plan {
             )
         })
         .collect();
-    let imports = import::plan(
+    let mut imports = import::plan(
         input.self_id,
         &for_import,
         &snap.registrations,
@@ -139,6 +148,39 @@ pub fn reconcile(input: &Inputs<'_>, memory: &mut Memory) -> Plan {
         |id| input.stored_tombstones.get(id).map(|t| t.generation),
         input.allowed,
     );
+    // Peers' drains of the generation this node tracks, when they end sooner than the
+    // one stored here (or none is).
+    for (id, d) in &snap.drains {
+        let tracked = input
+            .local
+            .get(id)
+            .is_some_and(|t| t.reg.generation == d.generation);
+        let sooner = input
+            .stored_drains
+            .get(id)
+            .is_none_or(|old| old.generation < d.generation || old.ends_at_ms > d.ends_at_ms);
+        if tracked && sooner {
+            imports.push(ImportAction::Drain(d.clone()));
+        }
+    }
+    let drain_ends: Vec<(WorkerId, u64)> = input
+        .stored_drains
+        .iter()
+        .filter(|(id, d)| {
+            d.ends_at_ms <= input.now_ms
+                && input
+                    .local
+                    .get(*id)
+                    .is_some_and(|t| t.reg.generation == d.generation)
+        })
+        .map(|(id, d)| (id.clone(), d.generation))
+        .collect();
+    let next_drain_end = input
+        .stored_drains
+        .values()
+        .filter(|d| d.ends_at_ms > input.now_ms)
+        .map(|d| input.now + Duration::from_millis(d.ends_at_ms - input.now_ms))
+        .min();
     let evictions = input
         .local
         .iter()
@@ -193,16 +235,19 @@ pub fn reconcile(input: &Inputs<'_>, memory: &mut Memory) -> Plan {
     }
     publication.tombstones = input.stored_tombstones.clone();
     publication.degraded = degraded;
+    publication.drains = input.stored_drains.clone();
     let due = memory
         .orphaned_since
         .values()
         .map(|since| *since + ADOPT_AFTER)
         .chain(memory.fence.due())
+        .chain(next_drain_end)
         .filter(|due| *due > input.now)
         .min();
     Plan {
         imports,
         evictions,
+        drain_ends,
         publication,
         fence_change,
         unreachable_here: assessment.failing,

@@ -5,7 +5,7 @@ use super::*;
 use chitchat::ChitchatId;
 use probemesh_gossip::cluster::{DecodeCache, RawNode, RawState};
 use probemesh_gossip::keys;
-use probemesh_gossip::model::{EvictionReason, WorkerUrl};
+use probemesh_gossip::model::{Drain, EvictionReason, WorkerUrl};
 
 const ME: &str = "node-b";
 
@@ -53,6 +53,11 @@ impl Peer {
         ));
         self
     }
+    fn drain(mut self, d: &Drain) -> Peer {
+        self.keys
+            .push((keys::drain_key(&d.id), keys::encode_drain(d).unwrap()));
+        self
+    }
     fn tombstone(mut self, t: &Tombstone) -> Peer {
         self.keys
             .push((keys::tomb_key(&t.id), keys::encode_tombstone(t).unwrap()));
@@ -98,6 +103,22 @@ fn round(
     now: Instant,
     memory: &mut Memory,
 ) -> Plan {
+    round_with_drains(local, tombs, &[], snap, now, memory)
+}
+
+/// The time of day of every round, in ms.
+const NOW_MS: u64 = 1_000_000;
+
+fn round_with_drains(
+    local: &[Tracked<'_>],
+    tombs: &[Tombstone],
+    drains: &[Drain],
+    snap: &ClusterSnapshot,
+    now: Instant,
+    memory: &mut Memory,
+) -> Plan {
+    let drains: BTreeMap<WorkerId, Drain> =
+        drains.iter().map(|d| (d.id.clone(), d.clone())).collect();
     let local: BTreeMap<WorkerId, Tracked<'_>> =
         local.iter().map(|t| (t.reg.id.clone(), *t)).collect();
     let tombs: BTreeMap<WorkerId, Tombstone> =
@@ -106,8 +127,10 @@ fn round(
         &Inputs {
             self_id: ME,
             now,
+            now_ms: NOW_MS,
             local: &local,
             stored_tombstones: &tombs,
+            stored_drains: &drains,
             snapshot: snap,
             remove_failed: true,
             allowed: &|_| true,
@@ -312,4 +335,87 @@ fn a_peers_tombstone_is_imported_and_the_same_inputs_give_the_same_plan() {
     // Once stored, it is not imported again.
     let c = round(&local, &[t], &snap, now, &mut Memory::default());
     assert!(c.imports.is_empty());
+}
+
+fn drain_of(r: &Registration, ends_at_ms: u64) -> Drain {
+    Drain {
+        id: r.id.clone(),
+        url: r.spec.url.clone(),
+        generation: r.generation,
+        writer: "node-c".into(),
+        started_at_ms: ends_at_ms.saturating_sub(30_000),
+        ends_at_ms,
+    }
+}
+
+#[test]
+fn a_peers_drain_is_taken_the_sooner_end_wins_and_an_ended_drain_is_tombstoned() {
+    let w = reg(1, "node-c");
+    let local = [tracked(&w, false, Status::Ready)];
+    let now = Instant::now();
+    let later = drain_of(&w, NOW_MS + 30_000);
+    let sooner = drain_of(&w, NOW_MS + 10_000);
+    let snap = snapshot(vec![Peer::new("node-c").advertises(&w).drain(&later)]);
+    let plan = round(&local, &[], &snap, now, &mut Memory::default());
+    assert_eq!(plan.imports, vec![ImportAction::Drain(later.clone())]);
+    assert!(plan.drain_ends.is_empty());
+    // Stored already, or a sooner one stored: not taken again.
+    for stored in [&later, &sooner] {
+        let plan = round_with_drains(
+            &local,
+            &[],
+            &[stored.clone()],
+            &snap,
+            now,
+            &mut Memory::default(),
+        );
+        assert!(plan.imports.is_empty(), "{stored:?}");
+    }
+    // A peer's sooner end replaces a later one.
+    let sooner_snap = snapshot(vec![Peer::new("node-d").drain(&sooner)]);
+    let plan = round_with_drains(
+        &local,
+        &[],
+        &[later.clone()],
+        &sooner_snap,
+        now,
+        &mut Memory::default(),
+    );
+    assert_eq!(plan.imports, vec![ImportAction::Drain(sooner.clone())]);
+    // A stored drain is published, and a round is due when it ends (registered here,
+    // so no adoption wait is pending).
+    let mine = [tracked(&w, true, Status::Draining)];
+    let plan = round_with_drains(
+        &mine,
+        &[],
+        &[sooner.clone()],
+        &snapshot(vec![]),
+        now,
+        &mut Memory::default(),
+    );
+    assert_eq!(plan.publication.drains[&w.id], sooner);
+    assert_eq!(plan.due, Some(now + Duration::from_millis(10_000)));
+    assert!(plan.drain_ends.is_empty());
+    // Once it has ended, whoever sees it tombstones it: the owner need not be alive.
+    let ended = drain_of(&w, NOW_MS);
+    let plan = round_with_drains(
+        &local,
+        &[],
+        &[ended],
+        &snapshot(vec![]),
+        now,
+        &mut Memory::default(),
+    );
+    assert_eq!(plan.drain_ends, vec![(w.id.clone(), 1)]);
+    // A drain of a generation this node does not track is not taken.
+    let mut newer = w.clone();
+    newer.generation = 2;
+    let other = snapshot(vec![
+        Peer::new("node-c").drain(&drain_of(&newer, NOW_MS + 5)),
+    ]);
+    assert!(
+        round(&local, &[], &other, now, &mut Memory::default())
+            .imports
+            .is_empty()
+    );
 }

@@ -104,6 +104,9 @@ pub fn apply(status: Status, counters: Counters, outcome: Outcome, t: Thresholds
         Status::NotReady if c.consecutive_successes >= t.success => Status::Ready,
         Status::NotReady if c.consecutive_failures >= t.not_ready_cap() => Status::Failed,
         Status::NotReady => Status::NotReady,
+        // Probes of a draining worker go on (their counters and results are shown)
+        // but never change its status (SPEC S14).
+        Status::Draining => Status::Draining,
         Status::Failed => {
             return Step {
                 status,

@@ -22,7 +22,7 @@ use crate::registry::{Entry, Origin, Registry};
 use crate::store::{DurableState, Mutation, Store, StoreError, StoreHealth};
 use probemesh_gossip::cluster::ClusterSnapshot;
 use probemesh_gossip::model::{
-    EvictionReason, Registration, Status, Tombstone, WorkerId, WorkerSpec,
+    Drain, EvictionReason, Registration, Status, Tombstone, WorkerId, WorkerSpec,
 };
 use std::sync::{Arc, Mutex, RwLock, RwLockReadGuard};
 use std::time::{Duration, Instant};
@@ -136,6 +136,10 @@ impl Node {
                 Origin::Peer
             };
             registry.insert(reg.clone(), origin, now);
+        }
+        // A drain survives a restart: its worker is draining again at once.
+        for d in store.state().drains.values() {
+            registry.start_drain(&d.id, d.generation, now);
         }
         let events = EventLog::starting_at(settings.clock.now_us());
         Node {
@@ -375,6 +379,60 @@ impl Node {
         self.tombstone(&entry, EvictionReason::Deleted).await
     }
 
+    /// Starts draining a worker for `period` (SPEC S14): durable and gossiped; the worker
+    /// is `draining` (not routable) on every node until it is tombstoned when the
+    /// period ends. A drain that ends sooner is kept. A period of zero is a plain
+    /// [`Node::delete`], which the caller makes.
+    pub async fn drain(&self, id: &WorkerId, period: Duration) -> Result<Drain, NodeError> {
+        let _gate = self.gate.lock().await;
+        let entry = self
+            .registry
+            .get(id)
+            .ok_or_else(|| NodeError::UnknownWorker(id.to_string()))?;
+        let now_ms = self.settings.clock.now_ms();
+        let period_ms = u64::try_from(period.as_millis()).unwrap_or(u64::MAX);
+        let d = Drain {
+            id: id.clone(),
+            url: entry.reg.spec.url.clone(),
+            generation: entry.reg.generation,
+            writer: self.settings.node_id.clone(),
+            started_at_ms: now_ms,
+            ends_at_ms: now_ms.saturating_add(period_ms),
+        };
+        if let Some(old) = self.durable().drains.get(id)
+            && old.generation == d.generation
+            && old.ends_at_ms <= d.ends_at_ms
+        {
+            return Ok(old.clone());
+        }
+        self.commit(Mutation::PutDrain(d.clone())).await?;
+        if let Some((e, t)) = self
+            .registry
+            .start_drain(id, d.generation, self.settings.clock.now())
+        {
+            self.note_transition(&t, &e);
+        }
+        tracing::info!(worker = %d.url, id = %id, generation = d.generation, period = %humantime::format_duration(period), "worker draining: no longer routable; tombstoned when the period ends");
+        Ok(d)
+    }
+
+    /// Tombstones a drained generation whose period has ended (SPEC S14), if it is
+    /// still there and draining.
+    pub async fn end_drain(&self, id: &WorkerId, generation: u64) -> Result<(), NodeError> {
+        let _gate = self.gate.lock().await;
+        let ended = self.durable().drains.get(id).is_some_and(|d| {
+            d.generation == generation && d.ends_at_ms <= self.settings.clock.now_ms()
+        });
+        match self.registry.get(id) {
+            Some(e) if ended && e.reg.generation == generation && e.status == Status::Draining => {
+                self.tombstone_noting(&e, EvictionReason::Deleted, "drained")
+                    .await
+                    .map(|_| ())
+            }
+            _ => Ok(()),
+        }
+    }
+
     /// Evicts a generation that failed (SPEC S6 b), if it is still there and failed.
     pub async fn evict_failed(
         &self,
@@ -396,6 +454,16 @@ impl Node {
         entry: &Entry,
         reason: EvictionReason,
     ) -> Result<Tombstone, NodeError> {
+        self.tombstone_noting(entry, reason, reason.as_str()).await
+    }
+
+    /// [`Node::tombstone`], with `note` as the reason of the `removed` event.
+    async fn tombstone_noting(
+        &self,
+        entry: &Entry,
+        reason: EvictionReason,
+        note: &'static str,
+    ) -> Result<Tombstone, NodeError> {
         let now = self.settings.clock.now();
         let ttl_ms = u64::try_from(self.settings.tombstone_ttl.as_millis()).unwrap_or(u64::MAX);
         let t = Tombstone {
@@ -409,10 +477,10 @@ impl Node {
         };
         self.commit(Mutation::PutTombstone(t.clone())).await?;
         if let Some(removed) = self.registry.remove(&t.id, t.generation) {
-            self.note_removed(&removed, reason.as_str());
+            self.note_removed(&removed, note);
         }
         self.send(ProbeCommand::Cancel { id: t.id.clone() });
-        self.metrics.eviction(reason.as_str());
+        self.metrics.eviction(note);
         tracing::info!(worker = %t.url, id = %t.id, generation = t.generation, reason = reason.as_str(), "worker evicted; tombstone written");
         Ok(t)
     }

@@ -129,6 +129,16 @@ impl Node {
                 .stored_tombstone_generation(&t.id)
                 .is_none_or(|g| g < t.generation)
                 .then(|| Mutation::PutTombstone(t.clone())),
+            ImportAction::Drain(d) => {
+                let tracked = self
+                    .registry
+                    .get(&d.id)
+                    .is_some_and(|e| e.reg.generation == d.generation);
+                let sooner = self.durable().drains.get(&d.id).is_none_or(|old| {
+                    old.generation < d.generation || old.ends_at_ms > d.ends_at_ms
+                });
+                (tracked && sooner).then(|| Mutation::PutDrain(d.clone()))
+            }
         }
     }
 
@@ -157,6 +167,15 @@ impl Node {
                     {
                         self.schedule_first(&entry);
                     }
+                }
+            }
+            ImportAction::Drain(d) => {
+                if let Some((entry, t)) =
+                    self.registry
+                        .start_drain(&d.id, d.generation, self.settings.clock.now())
+                {
+                    self.note_transition(&t, &entry);
+                    tracing::info!(worker = %d.url, id = %d.id, generation = d.generation, writer = %d.writer, ends_at_ms = d.ends_at_ms, "worker draining (a peer's drain): no longer routable here");
                 }
             }
             ImportAction::Tombstone(t) => {
@@ -203,5 +222,6 @@ fn action_id(action: &ImportAction) -> &WorkerId {
             &reg.id
         }
         ImportAction::Tombstone(t) => &t.id,
+        ImportAction::Drain(d) => &d.id,
     }
 }

@@ -14,7 +14,7 @@ use probemesh_gossip::model::{InvalidField, WorkerId, validate};
 pub struct RejectedRecord {
     /// The file it was read from ([`super::SNAPSHOT_FILE`] or [`super::WAL_FILE`]).
     pub file: &'static str,
-    /// `registration` or `tombstone`.
+    /// `registration`, `tombstone` or `drain`.
     pub kind: &'static str,
     /// The worker it is about.
     pub id: WorkerId,
@@ -89,6 +89,15 @@ pub fn drop_invalid(state: &mut DurableState, file: &'static str) -> Vec<Rejecte
         };
         verdict.map_err(|x| out.push(x)).is_ok()
     });
+    state.drains.retain(|key, d| {
+        let verdict = if *key != d.id {
+            Err(RejectedRecord::misfiled(file, "drain", key, d.generation))
+        } else {
+            validate::drain(d)
+                .map_err(|e| RejectedRecord::new(file, "drain", key, d.generation, &e))
+        };
+        verdict.map_err(|x| out.push(x)).is_ok()
+    });
     out
 }
 
@@ -100,6 +109,8 @@ pub fn check(m: &Mutation, file: &'static str) -> Result<(), RejectedRecord> {
             .map_err(|e| RejectedRecord::new(file, "registration", &r.id, r.generation, &e)),
         Mutation::PutTombstone(t) => validate::tombstone(t)
             .map_err(|e| RejectedRecord::new(file, "tombstone", &t.id, t.generation, &e)),
+        Mutation::PutDrain(d) => validate::drain(d)
+            .map_err(|e| RejectedRecord::new(file, "drain", &d.id, d.generation, &e)),
         Mutation::DropTombstone { .. } => Ok(()),
     }
 }

@@ -1,7 +1,7 @@
 //! The durable state and the mutations that change it.
 
 use probemesh_gossip::codec::Evolving;
-use probemesh_gossip::model::{Registration, RegistrationV0, Tombstone, WorkerId};
+use probemesh_gossip::model::{Drain, Registration, RegistrationV0, Tombstone, WorkerId};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
@@ -15,6 +15,9 @@ pub struct DurableState {
     /// Highest generation ever used per worker, so a new registration never reuses a
     /// generation even after its tombstone expired.
     pub last_generation: BTreeMap<WorkerId, u64>,
+    /// Drains in progress (SPEC S14), one per worker: its live generation's. Last, so a
+    /// format 1.0 layout is a prefix of this one.
+    pub drains: BTreeMap<WorkerId, Drain>,
 }
 
 /// One change to the durable state. Applying a mutation twice, or replaying a log
@@ -33,6 +36,9 @@ pub enum Mutation {
         /// Generation of the expired tombstone; a newer one is kept.
         generation: u64,
     },
+    /// Starts draining a generation (SPEC S14); of two drains of one generation, the
+    /// one that ends first is kept. Added in format 1.1, after the older variants.
+    PutDrain(Drain),
 }
 
 impl DurableState {
@@ -44,7 +50,27 @@ impl DurableState {
                     return;
                 }
                 self.bump_generation(&r.id, r.generation);
+                // A newer generation is not the one being drained.
+                if self
+                    .drains
+                    .get(&r.id)
+                    .is_some_and(|d| d.generation < r.generation)
+                {
+                    self.drains.remove(&r.id);
+                }
                 self.registrations.insert(r.id.clone(), r.clone());
+            }
+            Mutation::PutDrain(d) => {
+                let drains_it = self
+                    .registrations
+                    .get(&d.id)
+                    .is_some_and(|r| r.generation == d.generation);
+                let earlier = self.drains.get(&d.id).is_none_or(|old| {
+                    old.generation < d.generation || old.ends_at_ms > d.ends_at_ms
+                });
+                if drains_it && earlier {
+                    self.drains.insert(d.id.clone(), d.clone());
+                }
             }
             Mutation::PutTombstone(t) => {
                 self.bump_generation(&t.id, t.generation);
@@ -61,6 +87,13 @@ impl DurableState {
                     .is_some_and(|old| old.generation > t.generation);
                 if !newer_exists {
                     self.tombstones.insert(t.id.clone(), t.clone());
+                }
+                if self
+                    .drains
+                    .get(&t.id)
+                    .is_some_and(|d| d.generation <= t.generation)
+                {
+                    self.drains.remove(&t.id);
                 }
             }
             Mutation::DropTombstone { id, generation } => {
@@ -146,6 +179,7 @@ impl Evolving for DurableState {
                 .collect(),
             tombstones: s.tombstones,
             last_generation: s.last_generation,
+            drains: BTreeMap::new(),
         })
     }
 }

@@ -9,7 +9,7 @@ pub mod validate;
 mod worker_url;
 
 pub use legacy::RegistrationV0;
-pub use record::{EvictionReason, Registration, Tombstone};
+pub use record::{Drain, EvictionReason, MAX_DRAIN_MS, Registration, Tombstone};
 pub use spec::{HealthOverrides, ProbeKind, WorkerSpec, WorkerType};
 pub use status::Status;
 pub use validate::{Field, InvalidField};

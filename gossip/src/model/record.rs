@@ -45,6 +45,29 @@ impl EvictionReason {
     }
 }
 
+/// A drain of one generation (SPEC S14): from `started_at_ms` it is `draining` on every
+/// node (not routable, still listed); at `ends_at_ms` whichever live node sees the end
+/// first tombstones it. Every node that learns a drain stores it and republishes it, so
+/// the drain ends even when the node that started it is gone.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Drain {
+    /// The worker.
+    pub id: WorkerId,
+    /// Its URL, kept for operators reading the state.
+    pub url: WorkerUrl,
+    /// The generation being drained.
+    pub generation: u64,
+    /// Node that started the drain.
+    pub writer: String,
+    /// When it started, in milliseconds since the Unix epoch.
+    pub started_at_ms: u64,
+    /// When it ends, in milliseconds since the Unix epoch.
+    pub ends_at_ms: u64,
+}
+
+/// The longest drain period (SPEC S14).
+pub const MAX_DRAIN_MS: u64 = 3_600_000;
+
 /// Proof that one generation of a worker was evicted; it keeps the generation from
 /// coming back until it expires.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]

@@ -15,15 +15,19 @@ pub enum Status {
     NotReady,
     /// Gave up on this node: no more probes until a retry or an eviction.
     Failed,
+    /// Being drained (SPEC S14): not routable, still listed, probed without effect,
+    /// tombstoned when its drain period ends.
+    Draining,
 }
 
 impl Status {
     /// Every status, in display order.
-    pub const ALL: [Status; 4] = [
+    pub const ALL: [Status; 5] = [
         Status::Pending,
         Status::Ready,
         Status::NotReady,
         Status::Failed,
+        Status::Draining,
     ];
 
     /// The snake_case name used in the API, the CLI and metrics labels.
@@ -33,6 +37,7 @@ impl Status {
             Status::Ready => "ready",
             Status::NotReady => "not_ready",
             Status::Failed => "failed",
+            Status::Draining => "draining",
         }
     }
 

@@ -8,7 +8,10 @@
 //! same numbers. URL rules live in [`WorkerUrl::parse`], the only way to make a
 //! [`WorkerUrl`] (deserializing one runs it too), so a record's URL is valid by type.
 
-use super::{HealthOverrides, ProbeKind, Registration, Tombstone, UrlError, WorkerSpec, WorkerUrl};
+use super::{
+    Drain, HealthOverrides, MAX_DRAIN_MS, ProbeKind, Registration, Tombstone, UrlError, WorkerSpec,
+    WorkerUrl,
+};
 use std::collections::BTreeMap;
 use std::fmt;
 
@@ -78,11 +81,13 @@ pub enum Field {
     HealthFailureThreshold,
     /// `health.kind`.
     HealthKind,
+    /// The period of a drain (`started_at_ms` to `ends_at_ms`).
+    DrainPeriod,
 }
 
 impl Field {
     /// Every field, for tests and docs.
-    pub const ALL: [Field; 15] = [
+    pub const ALL: [Field; 16] = [
         Field::Url,
         Field::Id,
         Field::Generation,
@@ -98,6 +103,7 @@ impl Field {
         Field::HealthSuccessThreshold,
         Field::HealthFailureThreshold,
         Field::HealthKind,
+        Field::DrainPeriod,
     ];
 
     /// The field's name as the API spells it (`health.interval`).
@@ -118,6 +124,7 @@ impl Field {
             Field::HealthSuccessThreshold => "health.success_threshold",
             Field::HealthFailureThreshold => "health.failure_threshold",
             Field::HealthKind => "health.kind",
+            Field::DrainPeriod => "drain",
         }
     }
 
@@ -249,6 +256,33 @@ pub fn registration(r: &Registration) -> Result<(), InvalidField> {
     generation(r.generation)?;
     node_id(Field::Owner, &r.owner)?;
     worker_spec(&r.spec)
+}
+
+/// Checks a drain: id derived from its URL, a real generation, a valid writer, and a
+/// period from 0 to [`MAX_DRAIN_MS`].
+pub fn drain(d: &Drain) -> Result<(), InvalidField> {
+    if d.url.id() != d.id {
+        return Err(InvalidField::new(
+            Field::Id,
+            format!(
+                "`{}` is not the id of {}; an id is derived from the URL",
+                d.id, d.url
+            ),
+        ));
+    }
+    generation(d.generation)?;
+    node_id(Field::Writer, &d.writer)?;
+    match d.ends_at_ms.checked_sub(d.started_at_ms) {
+        Some(p) if p <= MAX_DRAIN_MS => Ok(()),
+        Some(p) => Err(InvalidField::new(
+            Field::DrainPeriod,
+            format!("{p} ms is longer than the longest drain, 1h"),
+        )),
+        None => Err(InvalidField::new(
+            Field::DrainPeriod,
+            "ends before it starts",
+        )),
+    }
 }
 
 /// Checks a tombstone: id derived from its URL, a real generation, a valid writer.

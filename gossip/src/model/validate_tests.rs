@@ -21,8 +21,8 @@ fn every_case_is_accepted_or_refused_naming_its_field() {
 fn every_field_has_a_refused_case_and_every_rule_both_sides() {
     let all = cases();
     for field in Field::ALL {
-        if field == Field::Writer {
-            continue; // a tombstone field, tested below
+        if field == Field::Writer || field == Field::DrainPeriod {
+            continue; // tombstone and drain fields, tested below
         }
         assert!(
             all.iter().any(|c| c.refused == Some(field)),
@@ -134,4 +134,53 @@ fn single_rules_on_both_sides_of_their_limits() {
     assert!(cost(-f32::MIN_POSITIVE).is_err() && cost(f32::NEG_INFINITY).is_err());
     assert!(health_path("/").is_ok() && health_path("/health").is_ok());
     assert!(health_path("").is_err());
+}
+
+#[test]
+fn drains_need_a_real_generation_a_writer_and_a_period_of_at_most_an_hour() {
+    use crate::model::{Drain, MAX_DRAIN_MS};
+    let r = valid_registration();
+    let d = Drain {
+        id: r.id.clone(),
+        url: r.spec.url.clone(),
+        generation: 1,
+        writer: "node-a".into(),
+        started_at_ms: 1_000,
+        ends_at_ms: 1_000 + MAX_DRAIN_MS,
+    };
+    assert_eq!(super::drain(&d), Ok(()));
+    let zero = Drain {
+        ends_at_ms: 1_000,
+        ..d.clone()
+    };
+    assert_eq!(super::drain(&zero), Ok(()));
+    let field = |d: Drain| super::drain(&d).unwrap_err().field();
+    assert_eq!(
+        field(Drain {
+            ends_at_ms: 1_001 + MAX_DRAIN_MS,
+            ..d.clone()
+        }),
+        Field::DrainPeriod
+    );
+    assert_eq!(
+        field(Drain {
+            ends_at_ms: 999,
+            ..d.clone()
+        }),
+        Field::DrainPeriod
+    );
+    assert_eq!(
+        field(Drain {
+            generation: 0,
+            ..d.clone()
+        }),
+        Field::Generation
+    );
+    assert_eq!(
+        field(Drain {
+            writer: String::new(),
+            ..d.clone()
+        }),
+        Field::Writer
+    );
 }
