@@ -364,7 +364,7 @@ fn a_peers_drain_is_taken_the_sooner_end_wins_and_an_ended_drain_is_tombstoned()
         let plan = round_with_drains(
             &local,
             &[],
-            &[stored.clone()],
+            std::slice::from_ref(stored),
             &snap,
             now,
             &mut Memory::default(),
@@ -376,7 +376,7 @@ fn a_peers_drain_is_taken_the_sooner_end_wins_and_an_ended_drain_is_tombstoned()
     let plan = round_with_drains(
         &local,
         &[],
-        &[later.clone()],
+        std::slice::from_ref(&later),
         &sooner_snap,
         now,
         &mut Memory::default(),
@@ -388,7 +388,7 @@ fn a_peers_drain_is_taken_the_sooner_end_wins_and_an_ended_drain_is_tombstoned()
     let plan = round_with_drains(
         &mine,
         &[],
-        &[sooner.clone()],
+        std::slice::from_ref(&sooner),
         &snapshot(vec![]),
         now,
         &mut Memory::default(),
