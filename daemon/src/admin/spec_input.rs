@@ -9,66 +9,94 @@ use probemesh_gossip::model::validate::{self, Field};
 use probemesh_gossip::model::{HealthOverrides, InvalidField, WorkerSpec, WorkerType, WorkerUrl};
 use serde::{Deserialize, Deserializer};
 use std::collections::BTreeMap;
+use utoipa::ToSchema;
+
+use super::openapi::input as schema;
 
 /// `POST /v1/workers` body.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(as = WorkerSpec)]
 pub struct SpecInput {
     /// Required base URL.
+    #[schema(schema_with = schema::url)]
     pub url: String,
     /// Model served.
+    #[schema(schema_with = schema::model_id)]
     pub model_id: Option<String>,
     /// Role.
+    #[schema(schema_with = schema::worker_type)]
     pub worker_type: Option<WorkerType>,
     /// Labels.
+    #[schema(schema_with = schema::labels)]
     pub labels: Option<BTreeMap<String, String>>,
     /// Priority.
+    #[schema(schema_with = schema::priority)]
     pub priority: Option<u32>,
     /// Cost.
+    #[schema(schema_with = schema::cost)]
     pub cost: Option<f32>,
     /// Bootstrap port.
+    #[schema(schema_with = schema::bootstrap_port)]
     pub bootstrap_port: Option<u16>,
     /// Health overrides.
+    #[schema(value_type = Option<HealthInput>)]
     pub health: Option<HealthInput>,
 }
 
-/// `health` object of a spec.
-#[derive(Debug, Default, Deserialize)]
+/// `health` object of a spec: each field unset or `null` takes this node's default.
+#[derive(Debug, Default, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(as = HealthSpec)]
 pub struct HealthInput {
     #[serde(default, deserialize_with = "present")]
+    #[schema(schema_with = schema::health_path)]
     path: Option<Option<String>>,
     #[serde(default, deserialize_with = "present")]
+    #[schema(schema_with = schema::health_interval)]
     interval: Option<Option<String>>,
     #[serde(default, deserialize_with = "present")]
+    #[schema(schema_with = schema::health_timeout)]
     timeout: Option<Option<String>>,
     #[serde(default, deserialize_with = "present")]
+    #[schema(schema_with = schema::threshold)]
     success_threshold: Option<Option<u32>>,
     #[serde(default, deserialize_with = "present")]
+    #[schema(schema_with = schema::threshold)]
     failure_threshold: Option<Option<u32>>,
     #[serde(default, deserialize_with = "present")]
+    #[schema(schema_with = schema::disable)]
     disable: Option<Option<bool>>,
 }
 
 /// `PATCH /v1/workers/{id}` body: every field optional; `null` resets to the default.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(as = WorkerPatch)]
 pub struct PatchInput {
     /// Must equal the worker's URL if given.
+    #[schema(schema_with = schema::url_or_null)]
     pub url: Option<String>,
     #[serde(default, deserialize_with = "present")]
+    #[schema(schema_with = schema::model_id)]
     model_id: Option<Option<String>>,
     #[serde(default, deserialize_with = "present")]
+    #[schema(schema_with = schema::worker_type)]
     worker_type: Option<Option<WorkerType>>,
     #[serde(default, deserialize_with = "present")]
+    #[schema(schema_with = schema::labels)]
     labels: Option<Option<BTreeMap<String, String>>>,
     #[serde(default, deserialize_with = "present")]
+    #[schema(schema_with = schema::priority)]
     priority: Option<Option<u32>>,
     #[serde(default, deserialize_with = "present")]
+    #[schema(schema_with = schema::cost)]
     cost: Option<Option<f32>>,
     #[serde(default, deserialize_with = "present")]
+    #[schema(schema_with = schema::bootstrap_port)]
     bootstrap_port: Option<Option<u16>>,
     #[serde(default, deserialize_with = "present")]
+    #[schema(value_type = Option<HealthInput>)]
     health: Option<Option<HealthInput>>,
 }
 
