@@ -23,6 +23,7 @@
 //! cap, timeouts, JSON for requests rejected before the router); [`held`] bounds the
 //! blocking queries and event streams held open.
 
+pub mod api_duration;
 pub mod auth;
 pub mod body;
 pub mod error;

@@ -150,7 +150,7 @@ pub fn document() -> &'static Document {
 /// The document as pretty-printed JSON with a final newline (as `docs/openapi.json`).
 pub fn document_json() -> String {
     static JSON: OnceLock<String> = OnceLock::new();
-    JSON.get_or_init(|| match document().to_pretty_json() {
+    JSON.get_or_init(|| match render(document()) {
         Ok(mut s) => {
             s.push('\n');
             s
@@ -160,6 +160,38 @@ pub fn document_json() -> String {
         Err(e) => format!("{{\"error\": \"cannot render the OpenAPI document: {e}\"}}\n"),
     })
     .clone()
+}
+
+/// The document as pretty JSON. utoipa 5.5 writes the fields of a Link Object in
+/// snake case (`operation_id`); OpenAPI spells them `operationId`, `operationRef` and
+/// `requestBody`, so they are renamed here.
+fn render(doc: &Document) -> Result<String, serde_json::Error> {
+    let mut v = serde_json::to_value(doc)?;
+    if let Some(paths) = v.get_mut("paths").and_then(|p| p.as_object_mut()) {
+        let responses = paths
+            .values_mut()
+            .filter_map(|item| item.as_object_mut())
+            .flat_map(|item| item.values_mut())
+            .filter_map(|op| op.get_mut("responses").and_then(|r| r.as_object_mut()))
+            .flat_map(|r| r.values_mut());
+        for response in responses {
+            let Some(links) = response.get_mut("links").and_then(|l| l.as_object_mut()) else {
+                continue;
+            };
+            for link in links.values_mut().filter_map(|l| l.as_object_mut()) {
+                for (from, to) in [
+                    ("operation_id", "operationId"),
+                    ("operation_ref", "operationRef"),
+                    ("request_body", "requestBody"),
+                ] {
+                    if let Some(x) = link.remove(from) {
+                        link.insert(to.to_string(), x);
+                    }
+                }
+            }
+        }
+    }
+    serde_json::to_string_pretty(&v)
 }
 
 /// `GET /v1/openapi.json`

@@ -4,7 +4,6 @@
 //! pass. PATCH bodies use the same fields, all optional; `null` resets a field to its
 //! default.
 
-use crate::config::parse_duration;
 use probemesh_gossip::model::validate::{self, Field};
 use probemesh_gossip::model::{HealthOverrides, InvalidField, WorkerSpec, WorkerType, WorkerUrl};
 use serde::{Deserialize, Deserializer};
@@ -31,15 +30,19 @@ pub struct SpecInput {
     #[schema(schema_with = schema::labels)]
     pub labels: Option<BTreeMap<String, String>>,
     /// Priority.
+    #[serde(default, deserialize_with = "int_or_null")]
     #[schema(schema_with = schema::priority)]
     pub priority: Option<u32>,
     /// Cost.
+    #[serde(default, deserialize_with = "cost_or_null")]
     #[schema(schema_with = schema::cost)]
     pub cost: Option<f32>,
     /// Bootstrap port.
+    #[serde(default, deserialize_with = "int_or_null")]
     #[schema(schema_with = schema::bootstrap_port)]
     pub bootstrap_port: Option<u16>,
     /// Health overrides.
+    #[serde(default, deserialize_with = "health_or_null")]
     #[schema(value_type = Option<HealthInput>)]
     pub health: Option<HealthInput>,
 }
@@ -58,10 +61,10 @@ pub struct HealthInput {
     #[serde(default, deserialize_with = "present")]
     #[schema(schema_with = schema::health_timeout)]
     timeout: Option<Option<String>>,
-    #[serde(default, deserialize_with = "present")]
+    #[serde(default, deserialize_with = "present_int")]
     #[schema(schema_with = schema::threshold)]
     success_threshold: Option<Option<u32>>,
-    #[serde(default, deserialize_with = "present")]
+    #[serde(default, deserialize_with = "present_int")]
     #[schema(schema_with = schema::threshold)]
     failure_threshold: Option<Option<u32>>,
     #[serde(default, deserialize_with = "present")]
@@ -86,16 +89,16 @@ pub struct PatchInput {
     #[serde(default, deserialize_with = "present")]
     #[schema(schema_with = schema::labels)]
     labels: Option<Option<BTreeMap<String, String>>>,
-    #[serde(default, deserialize_with = "present")]
+    #[serde(default, deserialize_with = "present_int")]
     #[schema(schema_with = schema::priority)]
     priority: Option<Option<u32>>,
-    #[serde(default, deserialize_with = "present")]
+    #[serde(default, deserialize_with = "present_cost")]
     #[schema(schema_with = schema::cost)]
     cost: Option<Option<f32>>,
-    #[serde(default, deserialize_with = "present")]
+    #[serde(default, deserialize_with = "present_int")]
     #[schema(schema_with = schema::bootstrap_port)]
     bootstrap_port: Option<Option<u16>>,
-    #[serde(default, deserialize_with = "present")]
+    #[serde(default, deserialize_with = "present_health")]
     #[schema(value_type = Option<HealthInput>)]
     health: Option<Option<HealthInput>>,
 }
@@ -105,6 +108,81 @@ fn present<'de, D: Deserializer<'de>, T: Deserialize<'de>>(
     d: D,
 ) -> Result<Option<Option<T>>, D::Error> {
     Option::<T>::deserialize(d).map(Some)
+}
+
+/// An integer field or `null`. JSON does not tell `186` from `186.0` (JSON Schema
+/// calls both integers), so a number with no fractional part is taken as the integer
+/// it is; a fraction, a negative number or one out of range is refused.
+fn int_or_null<'de, D: Deserializer<'de>, T: TryFrom<u64>>(d: D) -> Result<Option<T>, D::Error> {
+    use serde::de::Error;
+    let Some(n) = Option::<serde_json::Number>::deserialize(d)? else {
+        return Ok(None);
+    };
+    let whole = n.as_u64().or_else(|| {
+        n.as_f64()
+            .filter(|f| f.fract() == 0.0 && *f >= 0.0 && *f <= u64::MAX as f64)
+            .map(|f| f as u64)
+    });
+    let v = whole.ok_or_else(|| {
+        D::Error::custom(format!(
+            "invalid value: {n}, expected a non-negative integer"
+        ))
+    })?;
+    T::try_from(v)
+        .map(Some)
+        .map_err(|_| D::Error::custom(format!("invalid value: {n} is out of range")))
+}
+
+/// [`int_or_null`] for PATCH fields, where `null` and absent differ.
+fn present_int<'de, D: Deserializer<'de>, T: TryFrom<u64>>(
+    d: D,
+) -> Result<Option<Option<T>>, D::Error> {
+    int_or_null(d).map(Some)
+}
+
+/// The `health` object or `null`. serde would also read the struct from an array
+/// (`[null, null]`, field by field); only an object is a `health` here.
+fn health_or_null<'de, D: Deserializer<'de>>(d: D) -> Result<Option<HealthInput>, D::Error> {
+    use serde::de::Error;
+    match serde_json::Value::deserialize(d)? {
+        serde_json::Value::Null => Ok(None),
+        v @ serde_json::Value::Object(_) => serde_json::from_value(v)
+            .map(Some)
+            .map_err(D::Error::custom),
+        other => Err(D::Error::custom(format!(
+            "invalid type: health must be an object or null, not {other}"
+        ))),
+    }
+}
+
+/// [`health_or_null`] for PATCH.
+fn present_health<'de, D: Deserializer<'de>>(
+    d: D,
+) -> Result<Option<Option<HealthInput>>, D::Error> {
+    health_or_null(d).map(Some)
+}
+
+/// A cost or `null`, range-checked as the number it is written as: from 0 to the
+/// largest `f32`. Converting first would let `-1e-50` through as `-0` and round numbers
+/// just past the largest `f32` down to it, values the document (0 to that maximum)
+/// calls invalid.
+fn cost_or_null<'de, D: Deserializer<'de>>(d: D) -> Result<Option<f32>, D::Error> {
+    use serde::de::Error;
+    let Some(c) = Option::<f64>::deserialize(d)? else {
+        return Ok(None);
+    };
+    if !(0.0..=f64::from(f32::MAX)).contains(&c) {
+        return Err(D::Error::custom(format!(
+            "invalid value: cost {c}, expected a finite number from 0 to {}",
+            f32::MAX
+        )));
+    }
+    Ok(Some(c as f32))
+}
+
+/// [`cost_or_null`] for PATCH.
+fn present_cost<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Option<f32>>, D::Error> {
+    cost_or_null(d).map(Some)
 }
 
 /// A validation failure: which field, and why.
@@ -242,7 +320,7 @@ impl HealthInput {
 /// A duration in whole milliseconds; too large a value saturates, and the validator
 /// then refuses it with its limit.
 fn duration_ms(field: Field, raw: &str) -> Result<u64, InvalidSpec> {
-    let d = parse_duration(raw).map_err(|e| invalid(field.as_str(), e))?;
+    let d = super::api_duration::parse(raw).map_err(|e| invalid(field.as_str(), e))?;
     Ok(u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }
 
@@ -359,6 +437,37 @@ mod tests {
             checked += 1;
         }
         assert!(checked > 40, "{checked} cases");
+    }
+
+    #[test]
+    fn integers_may_be_written_with_a_zero_fraction() {
+        let s = spec(r#"{"url":"http://h:1","priority":186.0,"bootstrap_port":9000.0,"health":{"success_threshold":2.0}}"#).unwrap();
+        assert_eq!((s.priority, s.bootstrap_port), (186, Some(9000)));
+        assert_eq!(s.health.success_threshold, Some(2));
+        for bad in [
+            r#"{"url":"http://h:1","priority":1.5}"#,
+            r#"{"url":"http://h:1","priority":-1}"#,
+            r#"{"url":"http://h:1","bootstrap_port":65536}"#,
+            r#"{"url":"http://h:1","priority":"5"}"#,
+        ] {
+            assert!(serde_json::from_str::<SpecInput>(bad).is_err(), "{bad}");
+        }
+        for bad in ["-1e-50", "3.4028234663852889e38", "1e39"] {
+            let body = format!(r#"{{"url":"http://h:1","cost":{bad}}}"#);
+            assert!(serde_json::from_str::<SpecInput>(&body).is_err(), "{bad}");
+        }
+        let max = format!(r#"{{"url":"http://h:1","cost":{}}}"#, f64::from(f32::MAX));
+        assert_eq!(spec(&max).unwrap().cost, f32::MAX);
+        for bad in [r#"[null, null]"#, "[]", "5", r#""x""#] {
+            let body = format!(r#"{{"url":"http://h:1","health":{bad}}}"#);
+            assert!(serde_json::from_str::<SpecInput>(&body).is_err(), "{bad}");
+            let body = format!(r#"{{"health":{bad}}}"#);
+            assert!(serde_json::from_str::<PatchInput>(&body).is_err(), "{bad}");
+        }
+        let p: PatchInput =
+            serde_json::from_str(r#"{"priority":7.0,"bootstrap_port":null}"#).unwrap();
+        assert_eq!(p.priority, Some(Some(7)));
+        assert_eq!(p.bootstrap_port, Some(None));
     }
 
     #[test]

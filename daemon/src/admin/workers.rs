@@ -9,7 +9,6 @@ use super::openapi::examples;
 use super::openapi::params::{IdParam, ListParams};
 use super::spec_input::{InvalidSpec, PatchInput, SpecInput, parse_url};
 use super::worker_json::{ViewJson, WorkerJson, rfc3339};
-use crate::config::parse_duration;
 use crate::node::NodeError;
 use axum::Json;
 use axum::extract::{FromRequestParts, Path, Query, State};
@@ -100,7 +99,7 @@ fn parse_list_query(pairs: Vec<(String, String)>) -> Result<ListQuery, ApiError>
             }
             "wait" => {
                 q.wait = Some(
-                    parse_duration(&v)
+                    super::api_duration::parse(&v)
                         .map_err(|e| bad(format!("wait: {e}")))?
                         .min(MAX_WAIT),
                 )
@@ -373,6 +372,11 @@ pub async fn get(
          headers(
             ("Location" = String, description = "`/v1/workers/{id}`"),
             ("X-Probemesh-Index" = u64, description = "The view's index"),
+         ),
+         links(
+            ("GetWorker" = (operation_id = "get_worker", parameters(("id" = "$response.body#/id")), description = "The worker registered")),
+            ("UpdateWorker" = (operation_id = "update_worker", parameters(("id" = "$response.body#/id")), description = "Change it")),
+            ("DeleteWorker" = (operation_id = "delete_worker", parameters(("id" = "$response.body#/id")), description = "Tombstone it")),
          ),
          example = json!(examples::worker(false))),
         (status = 200, description = "Already registered with the same spec: the existing worker", body = WorkerJson,

@@ -8,8 +8,7 @@ use utoipa::openapi::path::{Parameter, ParameterBuilder, ParameterIn};
 use utoipa::openapi::schema::{ObjectBuilder, Type};
 use utoipa::openapi::{Required, Schema};
 
-/// A duration as the API writes it (`500ms`, `30s`, `2m`).
-pub const DURATION_PATTERN: &str = "^[0-9]{1,6}(ms|s|m|h)$";
+use crate::admin::api_duration::PATTERN as DURATION_PATTERN;
 
 /// A worker id: 16 lower-case hex digits.
 pub const ID_PATTERN: &str = "^[0-9a-f]{16}$";
@@ -55,10 +54,11 @@ impl IntoParams for ListParams {
         let integer = Schema::Object(
             ObjectBuilder::new()
                 .schema_type(Type::Integer)
-                .format(Some(utoipa::openapi::SchemaFormat::KnownFormat(
-                    utoipa::openapi::KnownFormat::Int64,
-                )))
                 .minimum(Some(0))
+                .maximum(Some(utoipa::Number::UInt(
+                    usize::try_from(u64::MAX).unwrap_or(usize::MAX),
+                )))
+                .description(Some("An unsigned 64-bit integer"))
                 .build(),
         );
         let boolean = Schema::Object(ObjectBuilder::new().schema_type(Type::Boolean).build());
@@ -80,7 +80,7 @@ impl IntoParams for ListParams {
             ),
             query(
                 "url",
-                string(None),
+                Schema::Object(super::input::url()),
                 "Only the worker with this URL (normalized as at registration; an invalid URL is a 400 INVALID_QUERY)",
                 "http://10.0.0.5:8000".into(),
             ),
