@@ -33,10 +33,9 @@ pub struct SpecInput {
     #[serde(default, deserialize_with = "int_or_null")]
     #[schema(schema_with = schema::priority)]
     pub priority: Option<u32>,
-    /// Cost.
-    #[serde(default, deserialize_with = "cost_or_null")]
+    /// Cost, as written (range-checked before it becomes an `f32`: [`cost`]).
     #[schema(schema_with = schema::cost)]
-    pub cost: Option<f32>,
+    pub cost: Option<f64>,
     /// Bootstrap port.
     #[serde(default, deserialize_with = "int_or_null")]
     #[schema(schema_with = schema::bootstrap_port)]
@@ -92,9 +91,9 @@ pub struct PatchInput {
     #[serde(default, deserialize_with = "present_int")]
     #[schema(schema_with = schema::priority)]
     priority: Option<Option<u32>>,
-    #[serde(default, deserialize_with = "present_cost")]
+    #[serde(default, deserialize_with = "present")]
     #[schema(schema_with = schema::cost)]
-    cost: Option<Option<f32>>,
+    cost: Option<Option<f64>>,
     #[serde(default, deserialize_with = "present_int")]
     #[schema(schema_with = schema::bootstrap_port)]
     bootstrap_port: Option<Option<u16>>,
@@ -162,27 +161,19 @@ fn present_health<'de, D: Deserializer<'de>>(
     health_or_null(d).map(Some)
 }
 
-/// A cost or `null`, range-checked as the number it is written as: from 0 to the
-/// largest `f32`. Converting first would let `-1e-50` through as `-0` and round numbers
-/// just past the largest `f32` down to it, values the document (0 to that maximum)
-/// calls invalid.
-fn cost_or_null<'de, D: Deserializer<'de>>(d: D) -> Result<Option<f32>, D::Error> {
-    use serde::de::Error;
-    let Some(c) = Option::<f64>::deserialize(d)? else {
-        return Ok(None);
-    };
-    if !(0.0..=f64::from(f32::MAX)).contains(&c) {
-        return Err(D::Error::custom(format!(
-            "invalid value: cost {c}, expected a finite number from 0 to {}",
-            f32::MAX
-        )));
+/// A cost as written, range-checked before it becomes an `f32`: from 0 to the largest
+/// `f32`. Converting first would let `-1e-50` through as `-0` and round numbers just
+/// past the largest `f32` down to it, values the document (0 to that maximum) calls
+/// invalid.
+fn cost(c: f64) -> Result<f32, InvalidSpec> {
+    if (0.0..=f64::from(f32::MAX)).contains(&c) {
+        Ok(c as f32)
+    } else {
+        Err(invalid(
+            "cost",
+            format!("must be a finite number from 0 to {}", f32::MAX),
+        ))
     }
-    Ok(Some(c as f32))
-}
-
-/// [`cost_or_null`] for PATCH.
-fn present_cost<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Option<f32>>, D::Error> {
-    cost_or_null(d).map(Some)
 }
 
 /// A validation failure: which field, and why.
@@ -272,7 +263,7 @@ impl PatchInput {
             spec.priority = v.unwrap_or(defaults.priority);
         }
         if let Some(v) = self.cost {
-            spec.cost = v.unwrap_or(defaults.cost);
+            spec.cost = v.map(cost).transpose()?.unwrap_or(defaults.cost);
         }
         if let Some(v) = self.bootstrap_port {
             spec.bootstrap_port = v;
@@ -454,7 +445,10 @@ mod tests {
         }
         for bad in ["-1e-50", "3.4028234663852889e38", "1e39"] {
             let body = format!(r#"{{"url":"http://h:1","cost":{bad}}}"#);
-            assert!(serde_json::from_str::<SpecInput>(&body).is_err(), "{bad}");
+            assert!(
+                spec(&body).unwrap_err().message.starts_with("cost: "),
+                "{bad}"
+            );
         }
         let max = format!(r#"{{"url":"http://h:1","cost":{}}}"#, f64::from(f32::MAX));
         assert_eq!(spec(&max).unwrap().cost, f32::MAX);
