@@ -4,6 +4,7 @@
 //! from the local view at scrape time, so it can never drift from the view.
 
 mod admin;
+pub mod tls;
 
 pub use admin::AdminMetrics;
 
@@ -61,6 +62,11 @@ struct MemberLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct CertLabels {
+    certificate: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct BuildLabels {
     version: &'static str,
     revision: &'static str,
@@ -97,6 +103,7 @@ pub struct Metrics {
     store_records_rejected: Family<ReasonLabels, Counter>,
     transport: Arc<OnceLock<Arc<TransportMetrics>>>,
     admin: AdminMetrics,
+    certificate_expiry: Family<CertLabels, Gauge>,
 }
 
 impl Default for Metrics {
@@ -141,6 +148,7 @@ impl Metrics {
             store_records_rejected: Family::default(),
             transport: Arc::new(OnceLock::new()),
             admin: AdminMetrics::default(),
+            certificate_expiry: Family::default(),
             registry: Registry::default(),
         };
         m.admin.register(&mut registry);
@@ -266,6 +274,11 @@ impl Metrics {
             "Probes that failed for lack of a local resource (descriptors, buffers, ports, memory): the node's fault, not the worker's; no worker status changed",
             m.probe_local_errors.clone(),
         );
+        registry.register(
+            "tls_certificate_expiry_timestamp_seconds",
+            "notAfter of the TLS certificates this node loaded at start (certificate: node, ca), in Unix seconds",
+            m.certificate_expiry.clone(),
+        );
         let build: Family<BuildLabels, Gauge> = Family::default();
         build
             .get_or_create(&BuildLabels {
@@ -280,6 +293,13 @@ impl Metrics {
     /// The admin server's metrics (`probemesh_admin_*`).
     pub fn admin(&self) -> &AdminMetrics {
         &self.admin
+    }
+
+    /// Records the `notAfter` (Unix seconds) of a certificate (`node` or `ca`).
+    pub fn certificate_expiry(&self, certificate: &'static str, not_after: i64) {
+        self.certificate_expiry
+            .get_or_create(&CertLabels { certificate })
+            .set(not_after);
     }
 
     /// Counts one status change.
