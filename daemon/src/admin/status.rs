@@ -123,8 +123,11 @@ pub async fn ready(State(state): State<Arc<AdminState>>) -> impl IntoResponse {
 )]
 pub async fn metrics(State(state): State<Arc<AdminState>>) -> impl IntoResponse {
     let node = &state.node;
+    let cluster = node.cluster();
     let text = {
         let view = node.registry().read();
+        node.metrics()
+            .set_spread(crate::metrics::spread::spread(&view, &cluster));
         node.metrics().render(&view)
     };
     ([(header::CONTENT_TYPE, CONTENT_TYPE)], text)

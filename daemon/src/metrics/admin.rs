@@ -84,6 +84,19 @@ impl AdminMetrics {
         );
     }
 
+    /// Creates the labelled series at zero (see `Metrics::init_series`).
+    pub(super) fn init_series(&self) {
+        for reason in ["cap", "accept_error"] {
+            let _ = self.refused.get_or_create(&ReasonLabels { reason });
+        }
+        for reason in ["head_timeout", "idle_timeout"] {
+            let _ = self.closed.get_or_create(&ReasonLabels { reason });
+        }
+        for r in crate::admin::server::rejection::Rejection::ALL {
+            let _ = self.rejected.get_or_create(&CodeLabels { code: r.code() });
+        }
+    }
+
     /// Tracks connections open (a gauge: inc on accept, dec when the task ends).
     pub fn connections_open(&self) -> &Gauge {
         &self.connections_open
