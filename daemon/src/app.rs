@@ -89,6 +89,12 @@ impl App {
             )
         })?;
         let tls = load_tls(&config)?;
+        crate::metrics::tls::record_certificate_expiry(
+            node.metrics(),
+            &config.cluster.tls,
+            &config.data_dir,
+            &config.node_id,
+        );
         // SPEC S10: the node id is the certificate's node name. The configuration
         // already checked operator files; this also covers auto material from disk.
         let cert_name = tls

@@ -6,6 +6,8 @@
 mod admin;
 mod fence;
 mod gateway;
+pub mod spread;
+pub mod tls;
 
 pub use admin::AdminMetrics;
 pub use fence::FenceMetrics;
@@ -65,6 +67,16 @@ struct MemberLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct SpreadLabels {
+    ready_on: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct CertLabels {
+    certificate: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct BuildLabels {
     version: &'static str,
     revision: &'static str,
@@ -93,6 +105,7 @@ pub struct Metrics {
     members: Family<MemberLabels, Gauge>,
     smg_ops: Family<SmgLabels, Counter>,
     smg_up: Gauge,
+    smg_enabled: Gauge,
     gossip_malformed_values: Gauge,
     identity_rivals: Gauge,
     identity_refused: Gauge,
@@ -103,6 +116,8 @@ pub struct Metrics {
     admin: AdminMetrics,
     fence: FenceMetrics,
     gateway: GatewayMetrics,
+    certificate_expiry: Family<CertLabels, Gauge>,
+    cluster_workers: Family<SpreadLabels, Gauge>,
 }
 
 impl Default for Metrics {
@@ -139,6 +154,7 @@ impl Metrics {
             members: Family::default(),
             smg_ops: Family::default(),
             smg_up: Gauge::default(),
+            smg_enabled: Gauge::default(),
             gossip_malformed_values: Gauge::default(),
             identity_rivals: Gauge::default(),
             identity_refused: Gauge::default(),
@@ -149,6 +165,8 @@ impl Metrics {
             admin: AdminMetrics::default(),
             fence: FenceMetrics::default(),
             gateway: GatewayMetrics::default(),
+            certificate_expiry: Family::default(),
+            cluster_workers: Family::default(),
             registry: Registry::default(),
         };
         m.admin.register(&mut registry);
@@ -198,6 +216,11 @@ impl Metrics {
             "smg_up",
             "1 when the last sync with smg succeeded (0 without --smg-url)",
             m.smg_up.clone(),
+        );
+        registry.register(
+            "smg_enabled",
+            "1 when this agent pushes its ready set into smg (--smg-url), else 0",
+            m.smg_enabled.clone(),
         );
         registry.register_collector(Box::new(TransportCollector(Arc::clone(&m.transport))));
         registry.register(
@@ -276,6 +299,16 @@ impl Metrics {
             "Probes that failed for lack of a local resource (descriptors, buffers, ports, memory): the node's fault, not the worker's; no worker status changed",
             m.probe_local_errors.clone(),
         );
+        registry.register(
+            "cluster_workers",
+            "Workers of the local view by how many live members hold them ready (ready_on: none, some, all), from every member's verdicts; refreshed at scrape",
+            m.cluster_workers.clone(),
+        );
+        registry.register(
+            "tls_certificate_expiry_timestamp_seconds",
+            "notAfter of the TLS certificates this node loaded at start (certificate: node, ca), in Unix seconds",
+            m.certificate_expiry.clone(),
+        );
         let build: Family<BuildLabels, Gauge> = Family::default();
         build
             .get_or_create(&BuildLabels {
@@ -284,7 +317,43 @@ impl Metrics {
             })
             .set(1);
         registry.register("build_info", "Build of the running agent", build);
-        Metrics { registry, ..m }
+        let m = Metrics { registry, ..m };
+        m.init_series();
+        m
+    }
+
+    /// Creates, at zero, the labelled series that alerts and the dashboard read
+    /// (deploy/prometheus, deploy/grafana). A family shows nothing until its first
+    /// labels are used; then `increase()` misses the first event (the series starts at
+    /// 1, not from 0) and a query for it finds no series at all.
+    fn init_series(&self) {
+        for kind in ["full", "io", "stopped"] {
+            let _ = self
+                .store_write_failures
+                .get_or_create(&KindLabels { kind });
+        }
+        for kind in ["descriptors", "buffers", "ports", "memory"] {
+            let _ = self.probe_local_errors.get_or_create(&KindLabels { kind });
+        }
+        for op in ["add", "remove"] {
+            for result in ["ok", "error"] {
+                let _ = self.smg_ops.get_or_create(&SmgLabels { op, result });
+            }
+        }
+        for reason in ["deleted", "failed"] {
+            let _ = self.evictions.get_or_create(&ReasonLabels { reason });
+        }
+        let _ = self.probes.get_or_create(&ResultLabels { result: "ok" });
+        for from in Status::ALL {
+            for to in Status::ALL.into_iter().filter(|to| *to != from) {
+                let _ = self.transitions.get_or_create(&TransitionLabels {
+                    from: from.as_str(),
+                    to: to.as_str(),
+                });
+            }
+        }
+        self.members(0, 0);
+        self.admin.init_series();
     }
 
     /// The self-fencing metrics (`probemesh_node_degraded*`, `probemesh_members_degraded`).
@@ -300,6 +369,13 @@ impl Metrics {
     /// The admin server's metrics (`probemesh_admin_*`).
     pub fn admin(&self) -> &AdminMetrics {
         &self.admin
+    }
+
+    /// Records the `notAfter` (Unix seconds) of a certificate (`node` or `ca`).
+    pub fn certificate_expiry(&self, certificate: &'static str, not_after: i64) {
+        self.certificate_expiry
+            .get_or_create(&CertLabels { certificate })
+            .set(not_after);
     }
 
     /// Counts one status change.
@@ -356,6 +432,11 @@ impl Metrics {
     pub fn smg_op(&self, op: &'static str, ok: bool) {
         let result = if ok { "ok" } else { "error" };
         self.smg_ops.get_or_create(&SmgLabels { op, result }).inc();
+    }
+
+    /// Records that the smg adapter runs (`--smg-url`).
+    pub fn smg_enabled(&self) {
+        self.smg_enabled.set(1);
     }
 
     /// Records whether the last smg sync succeeded.
@@ -439,6 +520,16 @@ impl Metrics {
         self.probe_local_errors
             .get_or_create(&KindLabels { kind })
             .inc();
+    }
+
+    /// Sets `probemesh_cluster_workers` (see [`spread`]); the scrape handler calls it
+    /// with the view and cluster snapshot it renders.
+    pub fn set_spread(&self, s: spread::Spread) {
+        for (ready_on, n) in [("none", s.none), ("some", s.some), ("all", s.all)] {
+            self.cluster_workers
+                .get_or_create(&SpreadLabels { ready_on })
+                .set(i64::try_from(n).unwrap_or(i64::MAX));
+        }
     }
 
     /// Renders every metric, refreshing the view-derived gauges from `view` first.

@@ -13,7 +13,10 @@
 //! - [`docker`]: [`docker::DockerRun`], the containers, networks and images of one
 //!   container test, removed on drop; the image builds;
 //! - [`kube`]: rendering and validating the Kubernetes manifests offline;
-//! - [`tls_worker`]: [`tls_worker::TlsWorker`], an HTTPS worker for TLS-root checks.
+//! - [`tls_worker`]: [`tls_worker::TlsWorker`], an HTTPS worker for TLS-root checks;
+//! - [`webdriver`]: [`webdriver::Browser`], headless chromium over WebDriver;
+//! - [`pytools`]: PyPI tools (schemathesis) in a venv under the target directory;
+//! - [`rules`]: metric names used by the alert rules and the dashboard.
 //!
 //! The tests live in `tests/*.rs`, one file per area.
 
@@ -28,11 +31,14 @@ pub mod kube;
 pub mod limits;
 pub mod netns;
 pub mod ns_cluster;
+pub mod pytools;
 pub mod require;
+pub mod rules;
 pub mod smg;
 pub mod tls_worker;
 pub mod tmpfs;
 pub mod wait;
+pub mod webdriver;
 pub mod worker;
 
 pub use agent::{Agent, AgentBuilder};

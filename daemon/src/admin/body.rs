@@ -55,6 +55,16 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for JsonBody<T> {
         let bytes = axum::body::to_bytes(req.into_body(), MAX_BODY)
             .await
             .map_err(|_| too_large())?;
+        // serde reads a struct from a JSON array too, field by field in order; a body
+        // like `[null, null]` would then be a PATCH that resets fields. Only an object
+        // is a body here (other non-objects already fail to decode as a struct).
+        let first = bytes.iter().find(|b| !b.is_ascii_whitespace());
+        if first == Some(&b'[') && serde_json::from_slice::<serde::de::IgnoredAny>(&bytes).is_ok() {
+            return Err(ApiError::bad_request(
+                "INVALID_SPEC",
+                "the JSON does not match the expected shape: the body must be a JSON object, not an array",
+            ));
+        }
         serde_json::from_slice(&bytes).map(JsonBody).map_err(|e| {
             use serde_json::error::Category;
             match e.classify() {
@@ -68,5 +78,38 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for JsonBody<T> {
                 ),
             }
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use axum::body::Body;
+
+    #[derive(Debug, serde::Deserialize)]
+    #[allow(dead_code)]
+    struct Two {
+        a: Option<u32>,
+        b: Option<u32>,
+    }
+
+    async fn decode(body: &str) -> Result<JsonBody<Two>, ApiError> {
+        let req = Request::builder()
+            .header(header::CONTENT_TYPE, "application/json")
+            .body(Body::from(body.to_string()))
+            .unwrap();
+        JsonBody::<Two>::from_request(req, &()).await
+    }
+
+    #[tokio::test]
+    async fn an_array_is_not_a_body_even_when_serde_would_read_it_as_the_struct() {
+        assert!(decode(r#"{"a":1}"#).await.is_ok());
+        let e = decode("[1, 2]").await.unwrap_err();
+        assert_eq!(
+            (e.status, e.code),
+            (StatusCode::BAD_REQUEST, "INVALID_SPEC")
+        );
+        let e = decode("[1, ").await.unwrap_err();
+        assert_eq!(e.code, "INVALID_JSON");
     }
 }

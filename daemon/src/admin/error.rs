@@ -5,7 +5,8 @@ use crate::node::NodeError;
 use axum::Json;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use serde_json::json;
+use serde::Serialize;
+use utoipa::ToSchema;
 
 /// An error answer of the admin API.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -45,9 +46,32 @@ impl ApiError {
     }
 }
 
+/// The body of every error answer.
+#[derive(Debug, Serialize, ToSchema)]
+#[schema(example = json!({"error": {"code": "WORKER_NOT_FOUND", "message": "no worker with id `5f0c3a9e1b2d4c6f` is known to this node; list them with GET /v1/workers"}}))]
+pub struct ErrorBody {
+    /// What went wrong.
+    pub error: ErrorDetail,
+}
+
+/// The `error` object of an error answer.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ErrorDetail {
+    /// Stable machine-readable code (`SNAKE_CASE`).
+    #[schema(pattern = "^[A-Z][A-Z0-9_]*$", example = "INVALID_SPEC")]
+    pub code: String,
+    /// What was wrong and what to do; may change between versions.
+    pub message: String,
+}
+
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let body = json!({"error": {"code": self.code, "message": self.message}});
+        let body = ErrorBody {
+            error: ErrorDetail {
+                code: self.code.to_string(),
+                message: self.message,
+            },
+        };
         (self.status, Json(body)).into_response()
     }
 }

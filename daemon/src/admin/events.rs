@@ -34,6 +34,23 @@ fn resync(reason: &str) -> SseEvent {
 }
 
 /// `GET /v1/events`
+#[utoipa::path(
+    get,
+    path = "/v1/events",
+    tag = "cluster",
+    operation_id = "events",
+    summary = "Server-Sent Events of this node's status changes and removals",
+    description = "A `text/event-stream` that stays open. Each event has an `id`, an `event` name and JSON `data`: `transition` (schema TransitionEvent: one local status change, or a worker entering the view with `from: null`), `removed` (RemovedEvent: a worker left the view), `resync` (ResyncEvent: events were missed; re-read `GET /v1/workers`). Comments (`:`) every 15 s keep idle connections open. Reconnect with `Last-Event-ID` to get what was missed from a bounded buffer.",
+    params(
+        ("Last-Event-ID" = Option<u64>, Header, description = "The id of the last event received; events after it are replayed when still buffered, else a `resync` event comes first"),
+    ),
+    responses(
+        (status = 200, description = "The event stream (open until the client goes or the agent stops)",
+         content((String = "text/event-stream", example = json!(super::openapi::examples::EVENTS)))),
+        (status = 503, description = "`TOO_MANY_EVENT_STREAMS` (128 open; with `Retry-After: 5`)", body = super::error::ErrorBody,
+         headers(("Retry-After" = u32, description = "Seconds to wait before retrying"))),
+    )
+)]
 pub async fn stream(
     State(state): State<Arc<AdminState>>,
     headers: HeaderMap,

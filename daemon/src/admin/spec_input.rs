@@ -4,71 +4,101 @@
 //! pass. PATCH bodies use the same fields, all optional; `null` resets a field to its
 //! default.
 
-use crate::config::parse_duration;
 use probemesh_gossip::model::validate::{self, Field};
 use probemesh_gossip::model::{HealthOverrides, InvalidField, WorkerSpec, WorkerType, WorkerUrl};
 use serde::{Deserialize, Deserializer};
 use std::collections::BTreeMap;
+use utoipa::ToSchema;
+
+use super::openapi::input as schema;
 
 /// `POST /v1/workers` body.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(as = WorkerSpec)]
 pub struct SpecInput {
     /// Required base URL.
+    #[schema(schema_with = schema::url)]
     pub url: String,
     /// Model served.
+    #[schema(schema_with = schema::model_id)]
     pub model_id: Option<String>,
     /// Role.
+    #[schema(schema_with = schema::worker_type)]
     pub worker_type: Option<WorkerType>,
     /// Labels.
+    #[schema(schema_with = schema::labels)]
     pub labels: Option<BTreeMap<String, String>>,
     /// Priority.
+    #[serde(default, deserialize_with = "int_or_null")]
+    #[schema(schema_with = schema::priority)]
     pub priority: Option<u32>,
-    /// Cost.
-    pub cost: Option<f32>,
+    /// Cost, as written (range-checked before it becomes an `f32`: [`cost`]).
+    #[schema(schema_with = schema::cost)]
+    pub cost: Option<f64>,
     /// Bootstrap port.
+    #[serde(default, deserialize_with = "int_or_null")]
+    #[schema(schema_with = schema::bootstrap_port)]
     pub bootstrap_port: Option<u16>,
     /// Health overrides.
+    #[serde(default, deserialize_with = "health_or_null")]
+    #[schema(value_type = Option<HealthInput>)]
     pub health: Option<HealthInput>,
 }
 
-/// `health` object of a spec.
-#[derive(Debug, Default, Deserialize)]
+/// `health` object of a spec: each field unset or `null` takes this node's default.
+#[derive(Debug, Default, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(as = HealthSpec)]
 pub struct HealthInput {
     #[serde(default, deserialize_with = "present")]
+    #[schema(schema_with = schema::health_path)]
     path: Option<Option<String>>,
     #[serde(default, deserialize_with = "present")]
+    #[schema(schema_with = schema::health_interval)]
     interval: Option<Option<String>>,
     #[serde(default, deserialize_with = "present")]
+    #[schema(schema_with = schema::health_timeout)]
     timeout: Option<Option<String>>,
-    #[serde(default, deserialize_with = "present")]
+    #[serde(default, deserialize_with = "present_int")]
+    #[schema(schema_with = schema::threshold)]
     success_threshold: Option<Option<u32>>,
-    #[serde(default, deserialize_with = "present")]
+    #[serde(default, deserialize_with = "present_int")]
+    #[schema(schema_with = schema::threshold)]
     failure_threshold: Option<Option<u32>>,
     #[serde(default, deserialize_with = "present")]
+    #[schema(schema_with = schema::disable)]
     disable: Option<Option<bool>>,
 }
 
 /// `PATCH /v1/workers/{id}` body: every field optional; `null` resets to the default.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(as = WorkerPatch)]
 pub struct PatchInput {
     /// Must equal the worker's URL if given.
+    #[schema(schema_with = schema::url_or_null)]
     pub url: Option<String>,
     #[serde(default, deserialize_with = "present")]
+    #[schema(schema_with = schema::model_id)]
     model_id: Option<Option<String>>,
     #[serde(default, deserialize_with = "present")]
+    #[schema(schema_with = schema::worker_type)]
     worker_type: Option<Option<WorkerType>>,
     #[serde(default, deserialize_with = "present")]
+    #[schema(schema_with = schema::labels)]
     labels: Option<Option<BTreeMap<String, String>>>,
-    #[serde(default, deserialize_with = "present")]
+    #[serde(default, deserialize_with = "present_int")]
+    #[schema(schema_with = schema::priority)]
     priority: Option<Option<u32>>,
     #[serde(default, deserialize_with = "present")]
-    cost: Option<Option<f32>>,
-    #[serde(default, deserialize_with = "present")]
+    #[schema(schema_with = schema::cost)]
+    cost: Option<Option<f64>>,
+    #[serde(default, deserialize_with = "present_int")]
+    #[schema(schema_with = schema::bootstrap_port)]
     bootstrap_port: Option<Option<u16>>,
-    #[serde(default, deserialize_with = "present")]
+    #[serde(default, deserialize_with = "present_health")]
+    #[schema(value_type = Option<HealthInput>)]
     health: Option<Option<HealthInput>>,
 }
 
@@ -77,6 +107,73 @@ fn present<'de, D: Deserializer<'de>, T: Deserialize<'de>>(
     d: D,
 ) -> Result<Option<Option<T>>, D::Error> {
     Option::<T>::deserialize(d).map(Some)
+}
+
+/// An integer field or `null`. JSON does not tell `186` from `186.0` (JSON Schema
+/// calls both integers), so a number with no fractional part is taken as the integer
+/// it is; a fraction, a negative number or one out of range is refused.
+fn int_or_null<'de, D: Deserializer<'de>, T: TryFrom<u64>>(d: D) -> Result<Option<T>, D::Error> {
+    use serde::de::Error;
+    let Some(n) = Option::<serde_json::Number>::deserialize(d)? else {
+        return Ok(None);
+    };
+    let whole = n.as_u64().or_else(|| {
+        n.as_f64()
+            .filter(|f| f.fract() == 0.0 && *f >= 0.0 && *f <= u64::MAX as f64)
+            .map(|f| f as u64)
+    });
+    let v = whole.ok_or_else(|| {
+        D::Error::custom(format!(
+            "invalid value: {n}, expected a non-negative integer"
+        ))
+    })?;
+    T::try_from(v)
+        .map(Some)
+        .map_err(|_| D::Error::custom(format!("invalid value: {n} is out of range")))
+}
+
+/// [`int_or_null`] for PATCH fields, where `null` and absent differ.
+fn present_int<'de, D: Deserializer<'de>, T: TryFrom<u64>>(
+    d: D,
+) -> Result<Option<Option<T>>, D::Error> {
+    int_or_null(d).map(Some)
+}
+
+/// The `health` object or `null`. serde would also read the struct from an array
+/// (`[null, null]`, field by field); only an object is a `health` here.
+fn health_or_null<'de, D: Deserializer<'de>>(d: D) -> Result<Option<HealthInput>, D::Error> {
+    use serde::de::Error;
+    match serde_json::Value::deserialize(d)? {
+        serde_json::Value::Null => Ok(None),
+        v @ serde_json::Value::Object(_) => serde_json::from_value(v)
+            .map(Some)
+            .map_err(D::Error::custom),
+        other => Err(D::Error::custom(format!(
+            "invalid type: health must be an object or null, not {other}"
+        ))),
+    }
+}
+
+/// [`health_or_null`] for PATCH.
+fn present_health<'de, D: Deserializer<'de>>(
+    d: D,
+) -> Result<Option<Option<HealthInput>>, D::Error> {
+    health_or_null(d).map(Some)
+}
+
+/// A cost as written, range-checked before it becomes an `f32`: from 0 to the largest
+/// `f32`. Converting first would let `-1e-50` through as `-0` and round numbers just
+/// past the largest `f32` down to it, values the document (0 to that maximum) calls
+/// invalid.
+fn cost(c: f64) -> Result<f32, InvalidSpec> {
+    if (0.0..=f64::from(f32::MAX)).contains(&c) {
+        Ok(c as f32)
+    } else {
+        Err(invalid(
+            "cost",
+            format!("must be a finite number from 0 to {}", f32::MAX),
+        ))
+    }
 }
 
 /// A validation failure: which field, and why.
@@ -166,7 +263,7 @@ impl PatchInput {
             spec.priority = v.unwrap_or(defaults.priority);
         }
         if let Some(v) = self.cost {
-            spec.cost = v.unwrap_or(defaults.cost);
+            spec.cost = v.map(cost).transpose()?.unwrap_or(defaults.cost);
         }
         if let Some(v) = self.bootstrap_port {
             spec.bootstrap_port = v;
@@ -214,7 +311,7 @@ impl HealthInput {
 /// A duration in whole milliseconds; too large a value saturates, and the validator
 /// then refuses it with its limit.
 fn duration_ms(field: Field, raw: &str) -> Result<u64, InvalidSpec> {
-    let d = parse_duration(raw).map_err(|e| invalid(field.as_str(), e))?;
+    let d = super::api_duration::parse(raw).map_err(|e| invalid(field.as_str(), e))?;
     Ok(u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }
 
@@ -331,6 +428,40 @@ mod tests {
             checked += 1;
         }
         assert!(checked > 40, "{checked} cases");
+    }
+
+    #[test]
+    fn integers_may_be_written_with_a_zero_fraction() {
+        let s = spec(r#"{"url":"http://h:1","priority":186.0,"bootstrap_port":9000.0,"health":{"success_threshold":2.0}}"#).unwrap();
+        assert_eq!((s.priority, s.bootstrap_port), (186, Some(9000)));
+        assert_eq!(s.health.success_threshold, Some(2));
+        for bad in [
+            r#"{"url":"http://h:1","priority":1.5}"#,
+            r#"{"url":"http://h:1","priority":-1}"#,
+            r#"{"url":"http://h:1","bootstrap_port":65536}"#,
+            r#"{"url":"http://h:1","priority":"5"}"#,
+        ] {
+            assert!(serde_json::from_str::<SpecInput>(bad).is_err(), "{bad}");
+        }
+        for bad in ["-1e-50", "3.4028234663852889e38", "1e39"] {
+            let body = format!(r#"{{"url":"http://h:1","cost":{bad}}}"#);
+            assert!(
+                spec(&body).unwrap_err().message.starts_with("cost: "),
+                "{bad}"
+            );
+        }
+        let max = format!(r#"{{"url":"http://h:1","cost":{}}}"#, f64::from(f32::MAX));
+        assert_eq!(spec(&max).unwrap().cost, f32::MAX);
+        for bad in [r#"[null, null]"#, "[]", "5", r#""x""#] {
+            let body = format!(r#"{{"url":"http://h:1","health":{bad}}}"#);
+            assert!(serde_json::from_str::<SpecInput>(&body).is_err(), "{bad}");
+            let body = format!(r#"{{"health":{bad}}}"#);
+            assert!(serde_json::from_str::<PatchInput>(&body).is_err(), "{bad}");
+        }
+        let p: PatchInput =
+            serde_json::from_str(r#"{"priority":7.0,"bootstrap_port":null}"#).unwrap();
+        assert_eq!(p.priority, Some(Some(7)));
+        assert_eq!(p.bootstrap_port, Some(None));
     }
 
     #[test]

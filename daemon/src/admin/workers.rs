@@ -3,11 +3,12 @@
 
 use super::AdminState;
 use super::body::JsonBody;
-use super::error::ApiError;
+use super::error::{ApiError, ErrorBody};
 use super::list_cache;
+use super::openapi::examples;
+use super::openapi::params::{IdParam, ListParams};
 use super::spec_input::{InvalidSpec, PatchInput, SpecInput, parse_url};
 use super::worker_json::{ViewJson, WorkerJson, rfc3339};
-use crate::config::parse_duration;
 use crate::node::NodeError;
 use axum::Json;
 use axum::extract::{FromRequestParts, Path, Query, State};
@@ -15,10 +16,11 @@ use axum::http::request::Parts;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use probemesh_gossip::model::{Status, WorkerId, WorkerUrl};
-use serde_json::{Value, json};
+use serde_json::Value;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
+use utoipa::ToSchema;
 
 /// Header carrying the view index on every answer.
 pub const INDEX_HEADER: &str = "x-probemesh-index";
@@ -37,6 +39,7 @@ struct ListQuery {
     statuses: Option<Vec<Status>>,
     model: Option<String>,
     url: Option<WorkerUrl>,
+    views: bool,
     index: Option<u64>,
     wait: Option<Duration>,
 }
@@ -80,6 +83,13 @@ fn parse_list_query(pairs: Vec<(String, String)>) -> Result<ListQuery, ApiError>
                 q.statuses.get_or_insert_with(Vec::new).extend(list);
             }
             "model" => q.model = Some(v),
+            "views" => {
+                q.views = match v.as_str() {
+                    "true" => true,
+                    "false" => false,
+                    _ => return Err(bad(format!("views: `{v}` is not true or false"))),
+                }
+            }
             "url" => q.url = Some(parse_url(&v).map_err(|e| bad(e.message))?),
             "index" => {
                 q.index = Some(
@@ -89,14 +99,14 @@ fn parse_list_query(pairs: Vec<(String, String)>) -> Result<ListQuery, ApiError>
             }
             "wait" => {
                 q.wait = Some(
-                    parse_duration(&v)
+                    super::api_duration::parse(&v)
                         .map_err(|e| bad(format!("wait: {e}")))?
                         .min(MAX_WAIT),
                 )
             }
             other => {
                 return Err(bad(format!(
-                    "unknown query parameter `{other}`; use status, model, url, index and wait"
+                    "unknown query parameter `{other}`; use status, model, url, views, index and wait"
                 )));
             }
         }
@@ -111,6 +121,24 @@ fn index_header(index: u64) -> HeaderMap {
 }
 
 /// `GET /v1/workers`
+#[utoipa::path(
+    get,
+    path = "/v1/workers",
+    tag = "workers",
+    operation_id = "list_workers",
+    summary = "The local view: every worker this node knows, with this node's status",
+    description = "Filters combine (all must hold). A blocking query (`index`) holds the answer until the view's index exceeds it or `wait` ends, then answers the current view. Answers are gzip-encoded when the client accepts it.",
+    params(ListParams),
+    responses(
+        (status = 200, description = "The workers, sorted by URL", body = ListJson,
+         headers(("X-Probemesh-Index" = u64, description = "The view's index")),
+         example = json!(examples::list_with_views())),
+        (status = 400, description = "`INVALID_QUERY`: an unknown or malformed query parameter", body = ErrorBody,
+         example = json!(examples::error("INVALID_QUERY", "status: `up` is not a status; use pending, ready, not_ready or failed"))),
+        (status = 503, description = "`TOO_MANY_BLOCKING_QUERIES` (512 waiting; with `Retry-After: 1`)", body = ErrorBody,
+         headers(("Retry-After" = u32, description = "Seconds to wait before retrying"))),
+    )
+)]
 pub async fn list(
     State(state): State<Arc<AdminState>>,
     headers: HeaderMap,
@@ -136,6 +164,13 @@ pub async fn list(
                 () = state.shutdown.cancelled() => {}
             }
         }
+    }
+    if q.views {
+        // Views come from peers' gossiped verdicts, which do not move the local view's
+        // index the cache is keyed by: render them fresh every time.
+        let (index, body) = render_list(node, &q)?;
+        let rendered = list_cache::Rendered::new(body);
+        return Ok(list_response(index, &rendered, gzip));
     }
     let (index, rendered) = state
         .list_cache
@@ -163,9 +198,16 @@ fn render_list(node: &crate::node::Node, q: &ListQuery) -> Result<(u64, bytes::B
         .filter(|e| q.url.as_ref().is_none_or(|u| &e.reg.spec.url == u))
         .collect();
     entries.sort_by(|a, b| a.reg.spec.url.cmp(&b.reg.spec.url));
+    let cluster = q.views.then(|| node.cluster());
     let workers: Vec<WorkerJson<'_>> = entries
         .into_iter()
-        .map(|e| WorkerJson::new(e, node.health(&e.reg.spec)))
+        .map(|e| {
+            let w = WorkerJson::new(e, node.health(&e.reg.spec));
+            match &cluster {
+                Some(c) => w.with_views(views_of(node, c, e)),
+                None => w,
+            }
+        })
         .collect();
     let list = ListJson {
         node_id: node.node_id(),
@@ -190,11 +232,28 @@ fn list_response(index: u64, rendered: &list_cache::Rendered, gzip: bool) -> Res
 }
 
 /// The body of `GET /v1/workers`.
-#[derive(serde::Serialize)]
-struct ListJson<'a> {
+#[derive(serde::Serialize, ToSchema)]
+#[schema(as = WorkerList)]
+pub struct ListJson<'a> {
+    /// This node's id.
     node_id: &'a str,
+    /// The view's index (also in `X-Probemesh-Index`); pass it as `index` for a
+    /// blocking query.
     index: u64,
+    /// The workers that pass the filters.
     workers: Vec<WorkerJson<'a>>,
+}
+
+/// The body of `DELETE /v1/workers/{id}`.
+#[derive(serde::Serialize, ToSchema)]
+#[schema(as = Deleted)]
+pub struct DeletedJson {
+    /// The worker's id.
+    id: String,
+    /// The generation tombstoned.
+    generation: u64,
+    /// Always true: the generation is tombstoned cluster-wide.
+    tombstoned: bool,
 }
 
 fn json_body(body: bytes::Bytes) -> impl IntoResponse {
@@ -223,6 +282,40 @@ fn worker_id(raw: &str) -> Result<WorkerId, ApiError> {
     WorkerId::parse(raw).ok_or_else(|| ApiError::unknown_worker(raw))
 }
 
+/// Every live member's status for `e`'s generation, this node's own included.
+fn views_of(
+    node: &crate::node::Node,
+    cluster: &probemesh_gossip::cluster::ClusterSnapshot,
+    e: &crate::registry::Entry,
+) -> BTreeMap<String, ViewJson> {
+    let mut views = BTreeMap::new();
+    // Peers' verdicts on this generation, from the live, attested members only.
+    for (peer, v) in cluster
+        .verdicts_on(&e.reg.id)
+        .into_iter()
+        .filter(|(_, v)| v.generation == e.reg.generation)
+    {
+        let at = std::time::UNIX_EPOCH + std::time::Duration::from_millis(v.since_ms);
+        views.insert(
+            peer.to_string(),
+            ViewJson {
+                status: v.status,
+                updated_at: rfc3339(at),
+            },
+        );
+    }
+    // This node's own row is its local status, never a value gossiped under its id
+    // (SPEC S10): inserted last, so nothing above can stand in for it.
+    views.insert(
+        node.node_id().to_string(),
+        ViewJson {
+            status: e.status,
+            updated_at: rfc3339(e.status_since),
+        },
+    );
+    views
+}
+
 fn one(state: &AdminState, id: &WorkerId, with_views: bool) -> Result<(u64, Value), ApiError> {
     let node = &state.node;
     let view = node.registry().read();
@@ -232,33 +325,7 @@ fn one(state: &AdminState, id: &WorkerId, with_views: bool) -> Result<(u64, Valu
         .ok_or_else(|| ApiError::unknown_worker(id.as_str()))?;
     let mut w = WorkerJson::new(e, node.health(&e.reg.spec));
     if with_views {
-        let mut views = BTreeMap::new();
-        // Peers' verdicts on this generation, from the live, attested members only.
-        let cluster = node.cluster();
-        for (peer, v) in cluster
-            .verdicts_on(id)
-            .into_iter()
-            .filter(|(_, v)| v.generation == e.reg.generation)
-        {
-            let at = std::time::UNIX_EPOCH + std::time::Duration::from_millis(v.since_ms);
-            views.insert(
-                peer.to_string(),
-                ViewJson {
-                    status: v.status,
-                    updated_at: rfc3339(at),
-                },
-            );
-        }
-        // This node's own row is its local status, never a value gossiped under its id
-        // (SPEC S10): inserted last, so nothing above can stand in for it.
-        views.insert(
-            node.node_id().to_string(),
-            ViewJson {
-                status: e.status,
-                updated_at: rfc3339(e.status_since),
-            },
-        );
-        w = w.with_views(views);
+        w = w.with_views(views_of(node, &node.cluster(), e));
     }
     let value = serde_json::to_value(&w)
         .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "INTERNAL", e.to_string()))?;
@@ -266,6 +333,22 @@ fn one(state: &AdminState, id: &WorkerId, with_views: bool) -> Result<(u64, Valu
 }
 
 /// `GET /v1/workers/{id}`
+#[utoipa::path(
+    get,
+    path = "/v1/workers/{id}",
+    tag = "workers",
+    operation_id = "get_worker",
+    summary = "One worker, with every live member's status for it (`views`)",
+    params(IdParam),
+    responses(
+        (status = 200, description = "The worker with its `views`", body = WorkerJson,
+         headers(("X-Probemesh-Index" = u64, description = "The view's index")),
+         example = json!(examples::worker(true))),
+        (status = 400, description = "`INVALID_ID`: the id segment is not UTF-8 after percent-decoding", body = ErrorBody),
+        (status = 404, description = "`WORKER_NOT_FOUND`: no worker with this id in the local view", body = ErrorBody,
+         example = json!(examples::error("WORKER_NOT_FOUND", "no worker with id `5f0c3a9e1b2d4c6f` is known to this node; list them with GET /v1/workers"))),
+    )
+)]
 pub async fn get(
     State(state): State<Arc<AdminState>>,
     IdPath(raw): IdPath,
@@ -275,6 +358,39 @@ pub async fn get(
 }
 
 /// `POST /v1/workers`
+#[utoipa::path(
+    post,
+    path = "/v1/workers",
+    tag = "workers",
+    operation_id = "register_worker",
+    summary = "Register a worker on this node (it starts `pending`, or `ready` with health checks disabled)",
+    description = "Only `url` is required; the defaults of `worker_type`, `priority` and `cost` follow smg's worker API, and unset health settings take this node's `--probe-*` flags. A 2xx answer means the registration is on this node's disk.",
+    request_body(content = SpecInput, content_type = "application/json", example = json!(examples::spec())),
+    security(("admin_token" = [])),
+    responses(
+        (status = 201, description = "Registered", body = WorkerJson,
+         headers(
+            ("Location" = String, description = "`/v1/workers/{id}`"),
+            ("X-Probemesh-Index" = u64, description = "The view's index"),
+         ),
+         links(
+            ("GetWorker" = (operation_id = "get_worker", parameters(("id" = "$response.body#/id")), description = "The worker registered")),
+            ("UpdateWorker" = (operation_id = "update_worker", parameters(("id" = "$response.body#/id")), description = "Change it")),
+            ("DeleteWorker" = (operation_id = "delete_worker", parameters(("id" = "$response.body#/id")), description = "Tombstone it")),
+         ),
+         example = json!(examples::worker(false))),
+        (status = 200, description = "Already registered with the same spec: the existing worker", body = WorkerJson,
+         headers(("X-Probemesh-Index" = u64, description = "The view's index"))),
+        (status = 400, description = "`INVALID_JSON`, `INVALID_SPEC` (the message starts with the field) or `INVALID_URL`", body = ErrorBody,
+         example = json!(examples::error("INVALID_SPEC", "health.interval: 1ms is too short; the minimum is 100ms"))),
+        (status = 401, description = "`UNAUTHORIZED`: token missing or wrong (with `--admin-token`)", body = ErrorBody),
+        (status = 409, description = "`WORKER_CONFLICT` (the URL is registered with another spec) or `GENERATIONS_EXHAUSTED`", body = ErrorBody),
+        (status = 413, description = "`BODY_TOO_LARGE`: over 65,536 bytes", body = ErrorBody),
+        (status = 415, description = "`UNSUPPORTED_MEDIA_TYPE`: not `Content-Type: application/json`", body = ErrorBody),
+        (status = 503, description = "`STORE_UNAVAILABLE`: the change could not be made durable; nothing changed", body = ErrorBody),
+        (status = 507, description = "`STORE_FULL`: the data directory's disk is full; nothing changed", body = ErrorBody),
+    )
+)]
 pub async fn create(
     State(state): State<Arc<AdminState>>,
     JsonBody(input): JsonBody<SpecInput>,
@@ -295,6 +411,28 @@ pub async fn create(
 }
 
 /// `PATCH /v1/workers/{id}`
+#[utoipa::path(
+    patch,
+    path = "/v1/workers/{id}",
+    tag = "workers",
+    operation_id = "update_worker",
+    summary = "Change a worker's metadata or health settings; its status is kept",
+    description = "Only the fields given change; `null` puts a field back to its default. A patch that disables health checks makes the worker `ready`.",
+    params(IdParam),
+    request_body(content = PatchInput, content_type = "application/json", example = json!(examples::patch())),
+    security(("admin_token" = [])),
+    responses(
+        (status = 200, description = "The worker after the change", body = WorkerJson,
+         headers(("X-Probemesh-Index" = u64, description = "The view's index"))),
+        (status = 400, description = "`INVALID_ID`, `INVALID_JSON`, `INVALID_SPEC` or `INVALID_URL`", body = ErrorBody),
+        (status = 401, description = "`UNAUTHORIZED`", body = ErrorBody),
+        (status = 404, description = "`WORKER_NOT_FOUND`", body = ErrorBody),
+        (status = 413, description = "`BODY_TOO_LARGE`", body = ErrorBody),
+        (status = 415, description = "`UNSUPPORTED_MEDIA_TYPE`", body = ErrorBody),
+        (status = 503, description = "`STORE_UNAVAILABLE`; nothing changed", body = ErrorBody),
+        (status = 507, description = "`STORE_FULL`; nothing changed", body = ErrorBody),
+    )
+)]
 pub async fn update(
     State(state): State<Arc<AdminState>>,
     IdPath(raw): IdPath,
@@ -321,6 +459,25 @@ pub async fn update(
 }
 
 /// `DELETE /v1/workers/{id}`
+#[utoipa::path(
+    delete,
+    path = "/v1/workers/{id}",
+    tag = "workers",
+    operation_id = "delete_worker",
+    summary = "Tombstone the worker's generation cluster-wide: it leaves every node's view",
+    params(IdParam),
+    security(("admin_token" = [])),
+    responses(
+        (status = 200, description = "Tombstoned", body = DeletedJson,
+         headers(("X-Probemesh-Index" = u64, description = "The view's index")),
+         example = json!(examples::deleted())),
+        (status = 400, description = "`INVALID_ID`", body = ErrorBody),
+        (status = 401, description = "`UNAUTHORIZED`", body = ErrorBody),
+        (status = 404, description = "`WORKER_NOT_FOUND`", body = ErrorBody),
+        (status = 503, description = "`STORE_UNAVAILABLE`; nothing changed", body = ErrorBody),
+        (status = 507, description = "`STORE_FULL`; nothing changed", body = ErrorBody),
+    )
+)]
 pub async fn delete(
     State(state): State<Arc<AdminState>>,
     IdPath(raw): IdPath,
@@ -328,6 +485,10 @@ pub async fn delete(
     let id = worker_id(&raw)?;
     let t = state.node.delete(&id).await?;
     let index = state.node.registry().read().index;
-    let body = json!({"id": t.id, "generation": t.generation, "tombstoned": true});
+    let body = DeletedJson {
+        id: t.id.to_string(),
+        generation: t.generation,
+        tombstoned: true,
+    };
     Ok((index_header(index), Json(body)).into_response())
 }

@@ -203,6 +203,7 @@ pub async fn reconcile(node: &Node, smg: &SmgClient) -> Result<(usize, usize), S
 
 /// Runs the adapter until `stop`.
 pub async fn run(node: Arc<Node>, smg: SmgClient, stop: CancellationToken) {
+    node.metrics().smg_enabled();
     let mut index = node.registry().subscribe();
     let mut backoff = BACKOFF_START;
     let mut down = false;

@@ -84,6 +84,16 @@ impl AdminMetrics {
         );
     }
 
+    /// Creates the labelled series at zero (see `Metrics::init_series`).
+    pub(super) fn init_series(&self) {
+        for reason in ["cap", "accept_error"] {
+            let _ = self.refused.get_or_create(&ReasonLabels { reason });
+        }
+        for reason in ["head_timeout", "idle_timeout"] {
+            let _ = self.closed.get_or_create(&ReasonLabels { reason });
+        }
+    }
+
     /// Tracks connections open (a gauge: inc on accept, dec when the task ends).
     pub fn connections_open(&self) -> &Gauge {
         &self.connections_open
@@ -113,6 +123,12 @@ impl AdminMetrics {
     /// Connections closed so far for `reason`.
     pub fn connections_closed(&self, reason: &'static str) -> u64 {
         self.closed.get_or_create(&ReasonLabels { reason }).get()
+    }
+
+    /// Creates the series of a rejection code at zero (the server declares its codes at
+    /// start, so that the family is there before the first rejection).
+    pub fn declare_rejection(&self, code: &'static str) {
+        let _ = self.rejected.get_or_create(&CodeLabels { code });
     }
 
     /// Counts one request rejected before the router, by its error code.

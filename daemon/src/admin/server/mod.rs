@@ -108,6 +108,9 @@ pub async fn serve<L: Acceptor>(
     shutdown: CancellationToken,
 ) {
     metrics.set_max_connections(config.max_connections);
+    for r in rejection::Rejection::ALL {
+        metrics.declare_rejection(r.code());
+    }
     let slots = Arc::new(Semaphore::new(config.max_connections));
     let refusing = Arc::new(Semaphore::new(config.max_refusing));
     let tasks = TaskTracker::new();

@@ -31,6 +31,15 @@ pub enum Rejection {
 }
 
 impl Rejection {
+    /// Every rejection (for the OpenAPI document, which lists them under every route).
+    pub const ALL: [Rejection; 5] = [
+        Rejection::BadRequest,
+        Rejection::UriTooLong,
+        Rejection::HeadersTooLarge,
+        Rejection::VersionNotSupported,
+        Rejection::TooManyConnections,
+    ];
+
     /// The HTTP status line (code and reason).
     pub fn status(self) -> (u16, &'static str) {
         match self {
@@ -53,7 +62,8 @@ impl Rejection {
         }
     }
 
-    fn message(self) -> &'static str {
+    /// The sentence of the JSON body.
+    pub fn message(self) -> &'static str {
         match self {
             Rejection::BadRequest => {
                 "the request line or a header is malformed; send an HTTP/1.1 request (see docs/api.md)"
