@@ -9,10 +9,10 @@
 use crate::config::ProbeDefaults;
 use crate::config::limits::MIN_PROBE_INTERVAL;
 use crate::lifecycle::state_machine::Thresholds;
-use probemesh_gossip::model::HealthOverrides;
 use probemesh_gossip::model::validate::{
     MAX_INTERVAL_MS, MAX_THRESHOLD, MAX_TIMEOUT_MS, MIN_INTERVAL_MS, MIN_THRESHOLD, MIN_TIMEOUT_MS,
 };
+use probemesh_gossip::model::{HealthOverrides, ProbeKind, WorkerSpec};
 use std::time::Duration;
 
 /// Health-check settings after applying defaults.
@@ -28,6 +28,8 @@ pub struct HealthSettings {
     pub thresholds: Thresholds,
     /// No probes at all.
     pub disabled: bool,
+    /// What a probe checks (SPEC S3).
+    pub kind: ProbeKind,
 }
 
 impl HealthSettings {
@@ -55,7 +57,20 @@ impl HealthSettings {
                 failure: threshold(o.failure_threshold, d.failure_threshold),
             },
             disabled: o.disable,
+            kind: o.kind.unwrap_or(d.kind),
         }
+    }
+
+    /// The settings of `spec` on a node with defaults `d`. A worker without a
+    /// `model_id` cannot be checked with `models` (SPEC S3): when that kind comes from
+    /// the node's default rather than the worker's own spec (which the validator
+    /// refuses), it is probed with `http`.
+    pub fn for_spec(spec: &WorkerSpec, d: &ProbeDefaults) -> HealthSettings {
+        let mut h = HealthSettings::resolve(&spec.health, d);
+        if h.kind == ProbeKind::Models && spec.model_id.is_none() {
+            h.kind = ProbeKind::Http;
+        }
+        h
     }
 }
 

@@ -5,7 +5,9 @@
 //! default.
 
 use probemesh_gossip::model::validate::{self, Field};
-use probemesh_gossip::model::{HealthOverrides, InvalidField, WorkerSpec, WorkerType, WorkerUrl};
+use probemesh_gossip::model::{
+    HealthOverrides, InvalidField, ProbeKind, WorkerSpec, WorkerType, WorkerUrl,
+};
 use serde::{Deserialize, Deserializer};
 use std::collections::BTreeMap;
 use utoipa::ToSchema;
@@ -69,6 +71,9 @@ pub struct HealthInput {
     #[serde(default, deserialize_with = "present")]
     #[schema(schema_with = schema::disable)]
     disable: Option<Option<bool>>,
+    #[serde(default, deserialize_with = "present")]
+    #[schema(schema_with = schema::probe_kind)]
+    kind: Option<Option<String>>,
 }
 
 /// `PATCH /v1/workers/{id}` body: every field optional; `null` resets to the default.
@@ -303,6 +308,24 @@ impl HealthInput {
         }
         if let Some(v) = self.disable {
             o.disable = v.unwrap_or(false);
+        }
+        if let Some(v) = self.kind {
+            o.kind = v
+                .map(|k| {
+                    ProbeKind::parse(&k).ok_or_else(|| {
+                        invalid(
+                            Field::HealthKind.as_str(),
+                            format!(
+                                "`{}` is not a probe kind; use http, models or grpc",
+                                k.chars()
+                                    .take(32)
+                                    .flat_map(char::escape_debug)
+                                    .collect::<String>()
+                            ),
+                        )
+                    })
+                })
+                .transpose()?;
         }
         Ok(())
     }

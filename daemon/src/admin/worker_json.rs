@@ -90,6 +90,9 @@ struct HealthJson {
     failure_threshold: u32,
     /// Health checks disabled: the worker is ready without probes.
     disable: bool,
+    /// What a probe checks (the worker's own kind, else this node's `--probe-kind`).
+    #[schema(schema_with = super::openapi::schemas::probe_kind)]
+    kind: &'static str,
 }
 
 /// This node's probe counters for a worker.
@@ -143,6 +146,7 @@ impl<'a> WorkerJson<'a> {
                 success_threshold: h.thresholds.success,
                 failure_threshold: h.thresholds.failure,
                 disable: h.disabled,
+                kind: h.kind.as_str(),
             },
             status: e.status,
             routable: e.status == Status::Ready,

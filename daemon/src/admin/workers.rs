@@ -6,7 +6,7 @@ use super::body::JsonBody;
 use super::error::{ApiError, ErrorBody};
 use super::list_cache;
 use super::openapi::examples;
-use super::openapi::params::{IdParam, ListParams};
+use super::openapi::params::{DeleteParams, IdParam, ListParams};
 use super::spec_input::{InvalidSpec, PatchInput, SpecInput, parse_url};
 use super::worker_json::{ViewJson, WorkerJson, rfc3339};
 use crate::node::NodeError;
@@ -70,7 +70,7 @@ fn parse_list_query(pairs: Vec<(String, String)>) -> Result<ListQuery, ApiError>
                 for s in v.split(',').map(str::trim).filter(|s| !s.is_empty()) {
                     list.push(Status::parse(s).ok_or_else(|| {
                         bad(format!(
-                            "status: `{s}` is not a status; use pending, ready, not_ready or failed"
+                            "status: `{s}` is not a status; use pending, ready, not_ready, failed or draining"
                         ))
                     })?);
                 }
@@ -250,10 +250,46 @@ pub struct ListJson<'a> {
 pub struct DeletedJson {
     /// The worker's id.
     id: String,
-    /// The generation tombstoned.
+    /// The generation tombstoned, or draining.
     generation: u64,
-    /// Always true: the generation is tombstoned cluster-wide.
+    /// True when the generation is tombstoned cluster-wide now; false while it drains.
     tombstoned: bool,
+    /// When the drain ends and the generation is tombstoned (RFC 3339), for a drain.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    drain_ends_at: Option<String>,
+}
+
+/// The longest drain (SPEC S14).
+const MAX_DRAIN: Duration = Duration::from_secs(3600);
+
+/// The `drain` parameter of a DELETE: `None` for an immediate tombstone.
+fn parse_drain(pairs: Vec<(String, String)>) -> Result<Option<Duration>, ApiError> {
+    let bad = |m: String| ApiError::bad_request("INVALID_QUERY", m);
+    let mut drain = None;
+    for (k, v) in pairs {
+        match k.as_str() {
+            "drain" => {
+                let d = super::api_duration::parse(&v).map_err(|e| bad(format!("drain: {e}")))?;
+                if d > MAX_DRAIN {
+                    return Err(bad(format!(
+                        "drain: {v} is longer than the longest drain, 1h"
+                    )));
+                }
+                drain = (!d.is_zero()).then_some(d);
+            }
+            other => {
+                return Err(bad(format!(
+                    "unknown query parameter `{}`; DELETE takes only drain",
+                    other
+                        .chars()
+                        .take(64)
+                        .flat_map(char::escape_debug)
+                        .collect::<String>()
+                )));
+            }
+        }
+    }
+    Ok(drain)
 }
 
 fn json_body(body: bytes::Bytes) -> impl IntoResponse {
@@ -464,14 +500,14 @@ pub async fn update(
     path = "/v1/workers/{id}",
     tag = "workers",
     operation_id = "delete_worker",
-    summary = "Tombstone the worker's generation cluster-wide: it leaves every node's view",
-    params(IdParam),
+    summary = "Tombstone the worker's generation cluster-wide, at once or after a drain",
+    params(IdParam, DeleteParams),
     security(("admin_token" = [])),
     responses(
         (status = 200, description = "Tombstoned", body = DeletedJson,
          headers(("X-Probemesh-Index" = u64, description = "The view's index")),
          example = json!(examples::deleted())),
-        (status = 400, description = "`INVALID_ID`", body = ErrorBody),
+        (status = 400, description = "`INVALID_ID`, or `INVALID_QUERY` (a malformed `drain`, longer than `1h`, or another parameter)", body = ErrorBody),
         (status = 401, description = "`UNAUTHORIZED`", body = ErrorBody),
         (status = 404, description = "`WORKER_NOT_FOUND`", body = ErrorBody),
         (status = 503, description = "`STORE_UNAVAILABLE`; nothing changed", body = ErrorBody),
@@ -481,14 +517,31 @@ pub async fn update(
 pub async fn delete(
     State(state): State<Arc<AdminState>>,
     IdPath(raw): IdPath,
+    query: Result<Query<Vec<(String, String)>>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Response, ApiError> {
     let id = worker_id(&raw)?;
-    let t = state.node.delete(&id).await?;
-    let index = state.node.registry().read().index;
-    let body = DeletedJson {
-        id: t.id.to_string(),
-        generation: t.generation,
-        tombstoned: true,
+    let Query(pairs) = query.map_err(|e| ApiError::bad_request("INVALID_QUERY", e.body_text()))?;
+    let body = match parse_drain(pairs)? {
+        None => {
+            let t = state.node.delete(&id).await?;
+            DeletedJson {
+                id: t.id.to_string(),
+                generation: t.generation,
+                tombstoned: true,
+                drain_ends_at: None,
+            }
+        }
+        Some(period) => {
+            let d = state.node.drain(&id, period).await?;
+            let ends = std::time::UNIX_EPOCH + Duration::from_millis(d.ends_at_ms);
+            DeletedJson {
+                id: d.id.to_string(),
+                generation: d.generation,
+                tombstoned: false,
+                drain_ends_at: Some(rfc3339(ends)),
+            }
+        }
     };
+    let index = state.node.registry().read().index;
     Ok((index_header(index), Json(body)).into_response())
 }

@@ -126,6 +126,8 @@ pub struct ProbeDefaults {
     pub success_threshold: u32,
     /// Consecutive failures to leave ready.
     pub failure_threshold: u32,
+    /// What a probe checks when a worker does not say (`--probe-kind`).
+    pub kind: probemesh_gossip::model::ProbeKind,
 }
 
 impl Default for ProbeDefaults {
@@ -136,6 +138,7 @@ impl Default for ProbeDefaults {
             timeout: schema::default_probe_timeout(),
             path: schema::default_probe_path(),
             success_threshold: schema::default_success_threshold(),
+            kind: schema::default_probe_kind(),
             failure_threshold: schema::default_failure_threshold(),
         }
     }

@@ -157,6 +157,12 @@ pub(super) fn admin_max_connections(s: &str) -> Result<u32, String> {
     Ok(v)
 }
 
+/// `probe_kind`: `http`, `models` or `grpc`.
+pub(super) fn probe_kind(s: &str) -> Result<probemesh_gossip::model::ProbeKind, String> {
+    probemesh_gossip::model::ProbeKind::parse(s.trim())
+        .ok_or_else(|| format!("`{s}` is not a probe kind; use http, models or grpc"))
+}
+
 /// `fence_ratio`: a number from 0 (self-fencing off) to 1.
 pub(super) fn fence_ratio(s: &str) -> Result<f64, String> {
     let v: f64 = s

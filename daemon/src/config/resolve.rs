@@ -97,6 +97,7 @@ pub(super) fn agent_config(r: &mut Resolver<'_>) -> AgentConfig {
         interval: r.get(&s::PROBE_INTERVAL),
         timeout: r.get(&s::PROBE_TIMEOUT),
         path: r.get(&s::PROBE_PATH),
+        kind: r.get(&s::PROBE_KIND),
         success_threshold: r.get(&s::SUCCESS_THRESHOLD),
         failure_threshold: r.get(&s::FAILURE_THRESHOLD),
     };

@@ -12,7 +12,7 @@
 use super::LogFormat;
 use super::key::{FileType, Key, ListKey, Setting, Shown};
 use super::parse;
-use probemesh_gossip::model::WorkerUrl;
+use probemesh_gossip::model::{ProbeKind, WorkerUrl};
 use std::net::{Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
 use std::time::Duration;
@@ -57,6 +57,11 @@ pub fn default_probe_timeout() -> Duration {
 /// `probe_path`.
 pub fn default_probe_path() -> String {
     "/health".into()
+}
+
+/// `probe_kind` (SPEC S3).
+pub fn default_probe_kind() -> ProbeKind {
+    ProbeKind::Http
 }
 
 /// `success_threshold`.
@@ -206,6 +211,17 @@ pub const PROBE_PATH: Key<String> = Key {
     parse: parse::probe_path,
     default: default_probe_path,
     shown: Shown::Value(String::clone),
+};
+
+/// `--probe-kind`.
+pub const PROBE_KIND: Key<ProbeKind> = Key {
+    name: "probe_kind",
+    value_name: "KIND",
+    help: "What a probe checks when a worker does not say: http (GET url + path, any 2xx), models (GET /v1/models lists the worker's model_id) or grpc (grpc.health.v1 Check is SERVING)",
+    file_type: FileType::String,
+    parse: parse::probe_kind,
+    default: default_probe_kind,
+    shown: Shown::Value(|k: &ProbeKind| k.as_str().to_string()),
 };
 
 /// `--success-threshold`.
@@ -432,6 +448,7 @@ pub static KEYS: &[&dyn Setting] = &[
     &PROBE_INTERVAL,
     &PROBE_TIMEOUT,
     &PROBE_PATH,
+    &PROBE_KIND,
     &SUCCESS_THRESHOLD,
     &FAILURE_THRESHOLD,
     &REMOVE_FAILED,

@@ -176,7 +176,7 @@ impl Node {
 
     /// Effective health settings of a worker on this node.
     pub fn health(&self, spec: &WorkerSpec) -> HealthSettings {
-        HealthSettings::resolve(&spec.health, &self.settings.probe)
+        HealthSettings::for_spec(spec, &self.settings.probe)
     }
 
     /// The time of day, from the injected clock.

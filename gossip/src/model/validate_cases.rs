@@ -163,9 +163,10 @@ pub fn cases() -> Vec<Case> {
         case("success threshold over the maximum", Some(HealthSuccessThreshold), |r| r.spec.health.success_threshold = Some(1001), health(r#""success_threshold":1001"#)),
         case("failure threshold 0", Some(HealthFailureThreshold), |r| r.spec.health.failure_threshold = Some(0), health(r#""failure_threshold":0"#)),
         case("failure threshold over the maximum", Some(HealthFailureThreshold), |r| r.spec.health.failure_threshold = Some(1001), health(r#""failure_threshold":1001"#)),
-        // health.kind (the API's `kind` field comes with the admin API's support for it)
-        case("models kind with a model_id", ok, |r| { r.spec.health.kind = Some(crate::model::ProbeKind::Models); r.spec.model_id = Some("m".into()) }, None),
-        case("models kind without a model_id", Some(HealthKind), |r| r.spec.health.kind = Some(crate::model::ProbeKind::Models), None),
+        // health.kind
+        case("models kind with a model_id", ok, |r| { r.spec.health.kind = Some(crate::model::ProbeKind::Models); r.spec.model_id = Some("m".into()) }, body(r#""model_id":"m","health":{"kind":"models"}"#)),
+        case("models kind without a model_id", Some(HealthKind), |r| r.spec.health.kind = Some(crate::model::ProbeKind::Models), health(r#""kind":"models""#)),
+        case("grpc kind", ok, |r| r.spec.health.kind = Some(crate::model::ProbeKind::Grpc), health(r#""kind":"grpc""#)),
         // health.path
         case("path of the maximum length", ok, |r| r.spec.health.path = Some(format!("/{}", "p".repeat(MAX_PATH_LEN - 1))), health(&format!(r#""path":"{long_path}""#))),
         case("path with percent-encoding and dots inside segments", ok, |r| r.spec.health.path = Some("/a..b/.well-known/x%20y".into()), health(r#""path":"/a..b/.well-known/x%20y""#)),

@@ -190,6 +190,19 @@ pub fn worker_type() -> Object {
     o
 }
 
+/// `health.kind` in an input (nullable: null is the node's `--probe-kind`).
+pub fn probe_kind() -> Object {
+    let mut o = super::schemas::probe_kind();
+    o.schema_type = nullable(Type::String);
+    if let Some(values) = o.enum_values.as_mut() {
+        values.push(serde_json::Value::Null);
+    }
+    o.description = Some(
+        "What a probe checks (null: this node's --probe-kind): `http`, `models` (needs a model_id) or `grpc`".into(),
+    );
+    o
+}
+
 /// `health.disable`.
 pub fn disable() -> Object {
     ObjectBuilder::new()

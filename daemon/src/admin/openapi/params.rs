@@ -106,6 +106,20 @@ impl IntoParams for ListParams {
     }
 }
 
+/// Query parameters of `DELETE /v1/workers/{id}`.
+pub struct DeleteParams;
+
+impl IntoParams for DeleteParams {
+    fn into_params(_: impl Fn() -> Option<ParameterIn>) -> Vec<Parameter> {
+        vec![query(
+            "drain",
+            string(Some(DURATION_PATTERN.to_string())),
+            "Drain for this long first (SPEC S14; at most `1h`): the generation is `draining` on every node (not routable, still listed) and tombstoned when the period ends, by whichever live node sees the end first. Absent or `0s`: tombstoned at once",
+            "30s".into(),
+        )]
+    }
+}
+
 /// The `{id}` path parameter.
 pub struct IdParam;
 

@@ -3,7 +3,7 @@
 //! payloads of the event stream, which are built in `node/notes.rs` and described here
 //! (the schemathesis test checks live events against them).
 
-use probemesh_gossip::model::{Status, WorkerType};
+use probemesh_gossip::model::{ProbeKind, Status, WorkerType};
 use serde::Serialize;
 use utoipa::ToSchema;
 use utoipa::openapi::schema::{Object, ObjectBuilder, Type};
@@ -45,6 +45,18 @@ pub fn worker_type() -> Object {
     string_enum(
         &names,
         "Role of the worker, as in smg's worker API (default `regular`)",
+    )
+}
+
+/// Every probe kind (SPEC S3).
+pub const PROBE_KINDS: [ProbeKind; 3] = [ProbeKind::Http, ProbeKind::Models, ProbeKind::Grpc];
+
+/// A probe kind.
+pub fn probe_kind() -> Object {
+    let names: Vec<&str> = PROBE_KINDS.iter().map(|k| k.as_str()).collect();
+    string_enum(
+        &names,
+        "What a probe checks: `http` (GET url + path, any 2xx), `models` (GET /v1/models lists the worker's model_id), `grpc` (grpc.health.v1 Check answers SERVING)",
     )
 }
 
