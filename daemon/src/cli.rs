@@ -234,10 +234,14 @@ pub enum WorkersCommand {
     /// Print status changes and removals as they happen (`/v1/events`); reconnects and
     /// resumes after interruptions.
     Watch,
-    /// Evict a worker cluster-wide (writes a tombstone).
+    /// Evict a worker cluster-wide (writes a tombstone), at once or after a drain.
     Remove {
         /// Worker id, or its URL.
         id: String,
+        /// Drain for this long first (at most 1h): the worker is `draining` on every
+        /// node (not routable, still listed) and tombstoned when the period ends.
+        #[arg(long, value_name = "DURATION", value_parser = crate::duration::parse_duration)]
+        drain: Option<std::time::Duration>,
     },
 }
 

@@ -17,7 +17,7 @@ pub fn run(args: ClientArgs, cmd: WorkersCommand) -> ExitCode {
     // an API error.
     if let WorkersCommand::Get { id }
     | WorkersCommand::Update { id, .. }
-    | WorkersCommand::Remove { id } = &cmd
+    | WorkersCommand::Remove { id, .. } = &cmd
         && let Err(e) = id_of(id)
     {
         eprintln!("error: {e}");
@@ -218,16 +218,27 @@ async fn execute(args: &ClientArgs, cmd: WorkersCommand) -> anyhow::Result<()> {
             print_worker(args.json, "updated", &v);
         }
         WorkersCommand::Watch => watch::run(&api, args.json).await?,
-        WorkersCommand::Remove { id } => {
-            let path = format!("/v1/workers/{}", enc(&id_of(&id)?));
+        WorkersCommand::Remove { id, drain } => {
+            let mut path = format!("/v1/workers/{}", enc(&id_of(&id)?));
+            if let Some(d) = drain.filter(|d| !d.is_zero()) {
+                // The API's duration form: whole milliseconds.
+                path.push_str(&format!("?drain={}ms", d.as_millis()));
+            }
             let v = api.call(reqwest::Method::DELETE, &path, None).await?;
             if args.json {
                 print_json(&v);
-            } else {
+            } else if v["tombstoned"] == true {
                 println!(
                     "removed {} generation {} (tombstoned cluster-wide)",
                     s(&v, "id"),
                     v["generation"]
+                );
+            } else {
+                println!(
+                    "draining {} generation {} on every node until {}; tombstoned then",
+                    s(&v, "id"),
+                    v["generation"],
+                    s(&v, "drain_ends_at")
                 );
             }
         }
