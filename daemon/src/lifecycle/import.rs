@@ -34,6 +34,9 @@ pub enum ImportAction {
 
 /// Plans the import. `tombstones` holds the newest tombstone per worker known anywhere
 /// (locally stored or gossiped); `allowed` says whether a worker may be probed here.
+/// A tombstone that has expired at `now_ms` is not taken: every node forgets it at its
+/// expiry, and one still in gossip (this node's own key until the next publication, or
+/// a peer's that has not expired it yet) must not bring it back.
 /// Every record here passed the cluster validator when it was decoded.
 ///
 /// A registration that names this node as its `owner` but is not in this node's view
@@ -47,6 +50,7 @@ pub fn plan(
     gossiped_tombstones: &BTreeMap<WorkerId, Tombstone>,
     stored_tombstone_gen: impl Fn(&WorkerId) -> Option<u64>,
     allowed: impl Fn(&WorkerSpec) -> bool,
+    now_ms: u64,
 ) -> Vec<ImportAction> {
     let mut out = Vec::new();
     let dead_up_to = |id: &WorkerId| {
@@ -54,7 +58,7 @@ pub fn plan(
         gossiped.max(stored_tombstone_gen(id))
     };
     for (id, t) in gossiped_tombstones {
-        if stored_tombstone_gen(id).is_none_or(|g| g < t.generation) {
+        if t.expires_at_ms > now_ms && stored_tombstone_gen(id).is_none_or(|g| g < t.generation) {
             out.push(ImportAction::Tombstone(t.clone()));
         }
     }
@@ -147,7 +151,7 @@ mod tests {
     ) -> Vec<ImportAction> {
         let advertised: BTreeMap<_, _> = advertised.iter().cloned().collect();
         let tombs: BTreeMap<_, _> = tombs.iter().map(|t| (t.id.clone(), t.clone())).collect();
-        plan("me", local, &advertised, &tombs, |_| None, |_| true)
+        plan("me", local, &advertised, &tombs, |_| None, |_| true, 0)
     }
 
     #[test]
@@ -211,6 +215,7 @@ mod tests {
             &tombs,
             |_| Some(3),
             |_| true,
+            0,
         );
         assert!(stored.is_empty(), "already stored: nothing");
         let newer = reg(1, 4, "peer");
@@ -225,6 +230,30 @@ mod tests {
     }
 
     #[test]
+    fn an_expired_tombstone_is_never_taken_again() {
+        let r = reg(1, 3, "peer");
+        let mut t = tomb(&r);
+        t.expires_at_ms = 1_000;
+        let tombs: BTreeMap<_, _> = [(t.id.clone(), t.clone())].into_iter().collect();
+        let plan_at = |now| {
+            plan(
+                "me",
+                &BTreeMap::new(),
+                &BTreeMap::new(),
+                &tombs,
+                |_| None,
+                |_| true,
+                now,
+            )
+        };
+        assert_eq!(plan_at(999), vec![ImportAction::Tombstone(t.clone())]);
+        assert!(
+            plan_at(1_000).is_empty(),
+            "expired: forgotten, not re-imported"
+        );
+    }
+
+    #[test]
     fn disallowed_workers_are_ignored() {
         let a = reg(1, 1, "peer");
         let advertised: BTreeMap<_, _> = [adv(&a, "peer")].into_iter().collect();
@@ -235,7 +264,8 @@ mod tests {
                 &advertised,
                 &BTreeMap::new(),
                 |_| None,
-                |_| false
+                |_| false,
+                0,
             )
             .is_empty()
         );
@@ -303,6 +333,7 @@ mod tests {
                         &BTreeMap::new(),
                         |_| None,
                         |_| true,
+                        0,
                     );
                     assert_eq!(actions, vec![ImportAction::Insert(reg)], "{}", c.name);
                 }

@@ -147,6 +147,7 @@ pub fn reconcile(input: &Inputs<'_>, memory: &mut Memory) -> Plan {
         &snap.tombstones,
         |id| input.stored_tombstones.get(id).map(|t| t.generation),
         input.allowed,
+        input.now_ms,
     );
     // Peers' drains of the generation this node tracks, when they end sooner than the
     // one stored here (or none is).
