@@ -3,10 +3,10 @@
 //! hold, which nodes fail and what they show instead.
 
 use crate::cluster::{Running, SimCluster, name};
+use crate::scenario::Worker;
 use crate::scenario::compile::MemberIs;
 use crate::scenario::{Cond, Sel, WorkerStatus};
 use probemesh_gossip::cluster::MemberState;
-use probemesh_gossip::model::WorkerUrl;
 
 /// `Ok` when the condition holds, else what fails where.
 pub fn check(cluster: &SimCluster, cond: &Cond) -> Result<(), String> {
@@ -43,7 +43,17 @@ pub fn describe(cond: &Cond) -> String {
         Cond::MembersAlive(k, sel) => format!("{k} members alive on {}", on(sel)),
         Cond::Member(n, is, sel) => format!("{} {is:?} on {}", name(*n), on(sel)),
         Cond::Tombstone(w, g, sel) => format!("tombstone {w} (>= {g:?}) on {}", on(sel)),
-        Cond::Advertised(w, by, sel) => format!("{w} advertised by {} on {}", name(*by), on(sel)),
+        Cond::Advertised(w, by, label, sel) => format!(
+            "{w} advertised by {}{} on {}",
+            name(*by),
+            label
+                .as_ref()
+                .map_or(String::new(), |(k, v)| format!(" with {k}={v}")),
+            on(sel)
+        ),
+        Cond::Verdict(w, of, s, sel) => {
+            format!("{}'s verdict on {w} {s} on {}", name(*of), on(sel))
+        }
         Cond::Owner(w, n, sel) => format!("{w} owned by {} on {}", name(*n), on(sel)),
         Cond::Label(w, k, v, sel) => format!("{w} label {k}={v} on {}", on(sel)),
         Cond::Generation(w, g, sel) => format!("{w} generation {g} on {}", on(sel)),
@@ -72,7 +82,8 @@ fn sel_of(cond: &Cond) -> &Sel {
         | Cond::MembersAlive(_, s)
         | Cond::Member(_, _, s)
         | Cond::Tombstone(_, _, s)
-        | Cond::Advertised(_, _, s)
+        | Cond::Advertised(_, _, _, s)
+        | Cond::Verdict(_, _, _, s)
         | Cond::Owner(_, _, s)
         | Cond::Label(_, _, _, s)
         | Cond::Generation(_, _, s)
@@ -101,8 +112,8 @@ fn per_node(cluster: &SimCluster, cond: &Cond) -> Result<(), String> {
     }
 }
 
-fn status_text(r: &Running, w: &WorkerUrl) -> String {
-    r.node.registry().get(&w.id()).map_or("gone".into(), |e| {
+fn status_text(r: &Running, w: &Worker) -> String {
+    r.node.registry().get(&w.id).map_or("gone".into(), |e| {
         format!("{}#{}", e.status, e.reg.generation)
     })
 }
@@ -112,7 +123,7 @@ fn on_node(r: &Running, cond: &Cond) -> Result<(), String> {
     let ok = |b: bool, saw: String| if b { Ok(()) } else { Err(saw) };
     match cond {
         Cond::Status(w, want, _) => {
-            let e = node.registry().get(&w.id());
+            let e = node.registry().get(&w.id);
             let holds = match want {
                 WorkerStatus::Is(s) => e.as_ref().is_some_and(|e| e.status == *s),
                 WorkerStatus::Known => e.is_some(),
@@ -140,25 +151,37 @@ fn on_node(r: &Running, cond: &Cond) -> Result<(), String> {
             )
         }
         Cond::Tombstone(w, g, _) => {
-            let held = node.stored_tombstone_generation(&w.id());
+            let held = node.stored_tombstone_generation(&w.id);
             ok(
                 held.is_some_and(|h| g.is_none_or(|g| h >= g)),
                 format!("tombstone {held:?}"),
             )
         }
-        Cond::Advertised(w, by, _) => {
-            let by_now = node
-                .cluster()
-                .registrations
-                .get(&w.id())
-                .map(|a| a.by.clone());
+        Cond::Advertised(w, by, label, _) => {
+            let snap = node.cluster();
+            let adv = snap.registrations.get(&w.id);
+            let by_now = adv.map(|a| a.by.as_str());
+            let labelled = label
+                .as_ref()
+                .is_none_or(|(k, v)| adv.is_some_and(|a| a.reg.spec.labels.get(k) == Some(v)));
             ok(
-                by_now.as_deref() == Some(name(*by).as_str()),
-                format!("advertised by {by_now:?}"),
+                by_now == Some(name(*by).as_str()) && labelled,
+                format!(
+                    "advertised by {by_now:?}, labels {:?}",
+                    adv.map(|a| &a.reg.spec.labels)
+                ),
             )
         }
+        Cond::Verdict(w, of, s, _) => {
+            let snap = node.cluster();
+            let v = snap
+                .verdicts_on(&w.id)
+                .get(name(*of).as_str())
+                .map(|v| v.status);
+            ok(v == Some(*s), format!("verdict {v:?}"))
+        }
         Cond::Owner(w, n, _) => {
-            let owner = node.registry().get(&w.id()).map(|e| e.reg.owner);
+            let owner = node.registry().get(&w.id).map(|e| e.reg.owner);
             ok(
                 owner.as_deref() == Some(name(*n).as_str()),
                 format!("owner {owner:?}"),
@@ -167,16 +190,16 @@ fn on_node(r: &Running, cond: &Cond) -> Result<(), String> {
         Cond::Label(w, k, v, _) => {
             let got = node
                 .registry()
-                .get(&w.id())
+                .get(&w.id)
                 .and_then(|e| e.reg.spec.labels.get(k).cloned());
             ok(got.as_deref() == Some(v.as_str()), format!("label {got:?}"))
         }
         Cond::Generation(w, g, _) => {
-            let got = node.registry().get(&w.id()).map(|e| e.reg.generation);
+            let got = node.registry().get(&w.id).map(|e| e.reg.generation);
             ok(got == Some(*g), format!("generation {got:?}"))
         }
         Cond::Verdicts(w, k, _) => {
-            let n = node.cluster().verdicts_on(&w.id()).len();
+            let n = node.cluster().verdicts_on(&w.id).len();
             ok(n == *k, format!("{n} verdicts"))
         }
         Cond::Not(inner) => match on_node(r, inner) {

@@ -7,11 +7,13 @@
 //! observed advances has no phi and counts as dead. Dead members are forgotten after
 //! the grace period; from half of it on they are left out of digests and deltas.
 //!
-//! Kept in `BTreeMap`s and a `VecDeque` per member, so that nothing here depends on
+//! Kept in [`ByMid`] maps and a `VecDeque` per member, so that nothing here depends on
 //! hash order.
 
-use chitchat::{ChitchatId, FailureDetectorConfig};
-use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use super::Mid;
+use super::bymid::ByMid;
+use chitchat::FailureDetectorConfig;
+use std::collections::VecDeque;
 use tokio::time::Instant;
 
 /// Prior weight of the additive smoothing (chitchat's constant).
@@ -29,9 +31,9 @@ struct Window {
 #[derive(Debug)]
 pub struct Detector {
     config: FailureDetectorConfig,
-    windows: BTreeMap<ChitchatId, Window>,
-    live: BTreeSet<ChitchatId>,
-    dead: BTreeMap<ChitchatId, Instant>,
+    windows: ByMid<Window>,
+    live: ByMid<()>,
+    dead: ByMid<Instant>,
 }
 
 impl Detector {
@@ -39,17 +41,17 @@ impl Detector {
     pub fn new(config: FailureDetectorConfig) -> Detector {
         Detector {
             config,
-            windows: BTreeMap::new(),
-            live: BTreeSet::new(),
-            dead: BTreeMap::new(),
+            windows: ByMid::default(),
+            live: ByMid::default(),
+            dead: ByMid::default(),
         }
     }
 
     /// The member's heartbeat advanced (chitchat's `report_heartbeat`).
-    pub fn report(&mut self, id: &ChitchatId, now: Instant) {
+    pub fn report(&mut self, id: Mid, now: Instant) {
         let capacity = self.config.sampling_window_size.max(1);
         let max_interval = self.config.max_interval;
-        let w = self.windows.entry(id.clone()).or_default();
+        let w = self.windows.entry_or_default(id);
         if let Some(last) = w.last {
             let gap = now.duration_since(last);
             if gap <= max_interval {
@@ -66,7 +68,7 @@ impl Detector {
         w.last = Some(now);
     }
 
-    fn phi(&self, id: &ChitchatId, now: Instant) -> Option<f64> {
+    fn phi(&self, id: Mid, now: Instant) -> Option<f64> {
         let w = self.windows.get(id)?;
         if w.intervals.is_empty() {
             return None;
@@ -78,16 +80,16 @@ impl Detector {
     }
 
     /// Re-evaluates one member (chitchat's `update_node_liveness`).
-    pub fn update(&mut self, id: &ChitchatId, now: Instant) {
+    pub fn update(&mut self, id: Mid, now: Instant) {
         let alive = self
             .phi(id, now)
             .is_some_and(|phi| phi <= self.config.phi_threshold);
         if alive {
-            self.live.insert(id.clone());
+            self.live.insert(id, ());
             self.dead.remove(id);
         } else {
             self.live.remove(id);
-            self.dead.entry(id.clone()).or_insert(now);
+            self.dead.get_or_insert_with(id, || now);
             if let Some(w) = self.windows.get_mut(id) {
                 w.intervals.clear();
                 w.sum = 0.0;
@@ -97,44 +99,49 @@ impl Detector {
 
     /// Members dead for the whole grace period: removed here and returned, for the
     /// caller to forget their state.
-    pub fn garbage_collect(&mut self, now: Instant) -> Vec<ChitchatId> {
+    pub fn garbage_collect(&mut self, now: Instant) -> Vec<Mid> {
         let grace = self.config.dead_node_grace_period;
-        let gone: Vec<ChitchatId> = self
+        let gone: Vec<Mid> = self
             .dead
             .iter()
             .filter(|(_, died)| now >= **died + grace)
-            .map(|(id, _)| id.clone())
+            .map(|(id, _)| id)
             .collect();
         for id in &gone {
-            self.dead.remove(id);
-            self.windows.remove(id);
+            self.dead.remove(*id);
+            self.windows.remove(*id);
         }
         gone
     }
 
     /// Whether `id` is live.
-    pub fn is_live(&self, id: &ChitchatId) -> bool {
+    pub fn is_live(&self, id: Mid) -> bool {
         self.live.contains(id)
     }
 
     /// The live members (this node excluded).
-    pub fn live(&self) -> impl Iterator<Item = &ChitchatId> {
-        self.live.iter()
+    pub fn live(&self) -> impl Iterator<Item = Mid> + '_ {
+        self.live.keys()
     }
 
     /// The dead members.
-    pub fn dead(&self) -> impl Iterator<Item = &ChitchatId> {
+    pub fn dead(&self) -> impl Iterator<Item = Mid> + '_ {
         self.dead.keys()
     }
 
     /// Dead members past half of the grace period: left out of digests and deltas.
-    pub fn scheduled_for_deletion(&self, now: Instant) -> BTreeSet<ChitchatId> {
+    pub fn scheduled_for_deletion(&self, now: Instant) -> ByMid<()> {
         let half = self.config.dead_node_grace_period.div_f32(2.0);
-        self.dead
-            .iter()
-            .filter(|(_, died)| **died + half < now)
-            .map(|(id, _)| id.clone())
-            .collect()
+        let mut out = ByMid::default();
+        if self.dead.is_empty() {
+            return out;
+        }
+        for (id, died) in self.dead.iter() {
+            if *died + half < now {
+                out.insert(id, ());
+            }
+        }
+        out
     }
 
     /// How many members have a sampling window (memory accounting).
@@ -148,8 +155,8 @@ mod tests {
     use super::*;
     use std::time::Duration;
 
-    fn id() -> ChitchatId {
-        ChitchatId::new("n".into(), 1, ([127, 0, 0, 1], 1).into())
+    fn id() -> Mid {
+        7
     }
 
     #[tokio::test(start_paused = true)]
@@ -158,20 +165,20 @@ mod tests {
         let grace = Duration::from_secs(10);
         let mut d = Detector::new(probemesh_gossip::node::failure_detector(interval, grace));
         let t0 = Instant::now();
-        d.report(&id(), t0);
-        d.update(&id(), t0);
-        assert!(!d.is_live(&id()), "one heartbeat gives no phi");
+        d.report(id(), t0);
+        d.update(id(), t0);
+        assert!(!d.is_live(id()), "one heartbeat gives no phi");
         for k in 1..20 {
-            d.report(&id(), t0 + interval * k);
+            d.report(id(), t0 + interval * k);
         }
         let t = t0 + interval * 19;
-        d.update(&id(), t);
-        assert!(d.is_live(&id()));
+        d.update(id(), t);
+        assert!(d.is_live(id()));
         // phi = silence / mean; the mean is pulled towards the prior (2 intervals).
-        d.update(&id(), t + Duration::from_millis(900));
-        assert!(d.is_live(&id()), "a short silence is tolerated");
-        d.update(&id(), t + Duration::from_secs(3));
-        assert!(!d.is_live(&id()), "a long silence is death");
+        d.update(id(), t + Duration::from_millis(900));
+        assert!(d.is_live(id()), "a short silence is tolerated");
+        d.update(id(), t + Duration::from_secs(3));
+        assert!(!d.is_live(id()), "a long silence is death");
         assert!(d.garbage_collect(t + Duration::from_secs(5)).is_empty());
         assert!(
             !d.scheduled_for_deletion(t + Duration::from_secs(9))

@@ -10,6 +10,8 @@
 //! of chitchat's, and a delta cut at the limit carries fewer writes than chitchat's
 //! would when the values compress (docs/decisions.md).
 
+use super::Mid;
+use super::bymid::ByMid;
 use super::detector::Detector;
 use super::replica::{KvChange, Replica};
 use chitchat::ChitchatId;
@@ -31,18 +33,20 @@ const BLOCK: usize = 16_384;
 const FORGOTTEN_MEMORY: usize = 5_000;
 
 /// One node's picture of the cluster: every member instance's replica (its own
-/// included), its failure detector and the members it forgot.
+/// included), its failure detector and the members it forgot. Members are named by
+/// their [`Mid`] (the model's index of the instance), which compares far faster than
+/// a [`ChitchatId`]; where chitchat's order shows (snapshots), the caller sorts by id.
 #[derive(Debug)]
 pub struct View {
     /// This instance.
-    pub me: ChitchatId,
+    pub me: Mid,
     /// Every known member instance, this one included.
-    pub states: BTreeMap<ChitchatId, Replica>,
+    pub states: ByMid<Replica>,
     /// The failure detector.
     pub detector: Detector,
     /// Forgotten members and their last heartbeat, with the order they were forgotten
     /// in (oldest dropped past [`FORGOTTEN_MEMORY`]).
-    forgotten: BTreeMap<ChitchatId, (u64, u64)>,
+    forgotten: ByMid<(u64, u64)>,
     forget_counter: u64,
     /// Seed addresses.
     pub seeds: BTreeSet<SocketAddr>,
@@ -60,13 +64,13 @@ pub struct DigestEntry {
 }
 
 /// A digest, in member order.
-pub type Digest = BTreeMap<ChitchatId, DigestEntry>;
+pub type Digest = ByMid<DigestEntry>;
 
 /// One member's part of a delta.
 #[derive(Debug)]
 pub struct NodeDelta {
     /// The member.
-    pub id: ChitchatId,
+    pub id: Mid,
     /// Writes after this version are included (up to `max`).
     pub from: u64,
     /// The sender's last GC version for the member.
@@ -98,8 +102,9 @@ pub fn id_len(id: &ChitchatId) -> usize {
 }
 
 /// Serialized size of a digest: count (2), then per member its id and three u64.
-pub fn digest_len(d: &Digest) -> usize {
-    2 + d.keys().map(|id| id_len(id) + 24).sum::<usize>()
+/// `id_lens[m]` is [`id_len`] of member `m`.
+pub fn digest_len(d: &Digest, id_lens: &[usize]) -> usize {
+    2 + d.keys().map(|m| id_lens[m] + 24).sum::<usize>()
 }
 
 fn kv_len(kv: &KvChange) -> usize {
@@ -131,7 +136,7 @@ impl View {
     /// A node that knows only itself, with `initial` keys set (chitchat sets them, and
     /// one heartbeat, at start).
     pub fn new(
-        me: ChitchatId,
+        me: Mid,
         detector: Detector,
         seeds: BTreeSet<SocketAddr>,
         initial: &[(String, String)],
@@ -142,13 +147,13 @@ impl View {
         for (k, v) in initial {
             own.set_own(k.as_str().into(), v.as_str().into(), now);
         }
-        let mut states = BTreeMap::new();
-        states.insert(me.clone(), own);
+        let mut states = ByMid::default();
+        states.insert(me, own);
         View {
             me,
             states,
             detector,
-            forgotten: BTreeMap::new(),
+            forgotten: ByMid::default(),
             forget_counter: 0,
             seeds,
         }
@@ -156,7 +161,7 @@ impl View {
 
     /// This node's own replica.
     pub fn own_mut(&mut self) -> &mut Replica {
-        self.states.entry(self.me.clone()).or_default()
+        self.states.entry_or_default(self.me)
     }
 
     /// One more heartbeat of this node.
@@ -167,28 +172,28 @@ impl View {
     /// The digest this node sends.
     pub fn digest(&self, now: Instant) -> Digest {
         let hidden = self.detector.scheduled_for_deletion(now);
-        self.states
-            .iter()
-            .filter(|(id, _)| !hidden.contains(*id))
-            .map(|(id, r)| {
-                (
-                    id.clone(),
+        let mut d = ByMid::with_room(self.states.room());
+        for (id, r) in self.states.iter() {
+            if !hidden.contains(id) {
+                d.insert(
+                    id,
                     DigestEntry {
                         heartbeat: r.heartbeat,
                         last_gc_version: r.last_gc_version,
                         max_version: r.max_version,
                     },
-                )
-            })
-            .collect()
+                );
+            }
+        }
+        d
     }
 
     /// Learns members and heartbeats from a peer's digest (chitchat's
     /// `report_heartbeats_in_digest`): unknown members get an empty state, unless they
     /// were forgotten with a heartbeat at least as high.
     pub fn report_heartbeats(&mut self, digest: &Digest, now: Instant) {
-        for (id, entry) in digest {
-            if *id == self.me {
+        for (id, entry) in digest.iter() {
+            if id == self.me {
                 continue;
             }
             let init = self
@@ -196,10 +201,10 @@ impl View {
                 .get(id)
                 .is_none_or(|(hb, _)| *hb < entry.heartbeat);
             let r = if init {
-                if !self.states.contains_key(id) {
+                if !self.states.contains(id) {
                     self.forgotten.remove(id);
                 }
-                self.states.entry(id.clone()).or_default()
+                self.states.entry_or_default(id)
             } else if let Some(r) = self.states.get_mut(id) {
                 r
             } else {
@@ -221,11 +226,18 @@ impl View {
     }
 
     /// What this node has that `digest` lacks, within `mtu` bytes.
-    pub fn delta(&self, digest: &Digest, mtu: usize, rng: &mut StdRng, now: Instant) -> Delta {
+    pub fn delta(
+        &self,
+        digest: &Digest,
+        mtu: usize,
+        id_lens: &[usize],
+        rng: &mut StdRng,
+        now: Instant,
+    ) -> Delta {
         let hidden = self.detector.scheduled_for_deletion(now);
         // (unknown to the peer, priority) → members; iterated highest first.
-        let mut buckets: BTreeMap<(bool, u64), Vec<(&ChitchatId, &Replica, u64)>> = BTreeMap::new();
-        for (id, r) in &self.states {
+        let mut buckets: BTreeMap<(bool, u64), Vec<(Mid, &Replica, u64)>> = BTreeMap::new();
+        for (id, r) in self.states.iter() {
             if hidden.contains(id) {
                 continue;
             }
@@ -254,11 +266,11 @@ impl View {
         'members: for bucket in buckets.values_mut().rev() {
             bucket.shuffle(rng);
             for (id, r, floor) in bucket.iter() {
-                if !budget.try_add(1 + id_len(id) + 8 + 8) {
+                if !budget.try_add(1 + id_lens[*id] + 8 + 8) {
                     break 'members;
                 }
                 let mut nd = NodeDelta {
-                    id: (*id).clone(),
+                    id: *id,
                     from: *floor,
                     gc: r.last_gc_version,
                     max: 0,
@@ -292,7 +304,7 @@ impl View {
     pub fn apply(&mut self, delta: Delta, now: Instant) -> bool {
         let mut changed = false;
         for nd in delta.nodes {
-            if let Some(r) = self.states.get_mut(&nd.id) {
+            if let Some(r) = self.states.get_mut(nd.id) {
                 let (_, live) = r.apply_delta(nd.from, nd.gc, nd.max, nd.kvs, now);
                 changed |= live;
             }
@@ -302,14 +314,9 @@ impl View {
 
     /// Re-evaluates every member's liveness and forgets those dead past the grace
     /// period (chitchat's `update_nodes_liveness`). Returns the forgotten instances.
-    pub fn update_liveness(&mut self, now: Instant) -> Vec<ChitchatId> {
-        let others: Vec<ChitchatId> = self
-            .states
-            .keys()
-            .filter(|id| **id != self.me)
-            .cloned()
-            .collect();
-        for id in &others {
+    pub fn update_liveness(&mut self, now: Instant) -> Vec<Mid> {
+        let others: Vec<Mid> = self.states.keys().filter(|id| *id != self.me).collect();
+        for id in others {
             self.detector.update(id, now);
         }
         let gone = self.detector.garbage_collect(now);
@@ -317,18 +324,18 @@ impl View {
             if *id == self.me {
                 continue;
             }
-            if let Some(r) = self.states.remove(id) {
+            if let Some(r) = self.states.remove(*id) {
                 self.forget_counter += 1;
                 self.forgotten
-                    .insert(id.clone(), (r.heartbeat, self.forget_counter));
+                    .insert(*id, (r.heartbeat, self.forget_counter));
                 if self.forgotten.len() > FORGOTTEN_MEMORY
                     && let Some(oldest) = self
                         .forgotten
                         .iter()
                         .min_by_key(|(_, (_, n))| *n)
-                        .map(|(id, _)| id.clone())
+                        .map(|(id, _)| id)
                 {
-                    self.forgotten.remove(&oldest);
+                    self.forgotten.remove(oldest);
                 }
             }
         }

@@ -15,6 +15,7 @@
 //! does; a cut link drops the messages (the SYN is still counted as sent, as chitchat's
 //! `ChannelTransport` counts it).
 
+pub mod bymid;
 pub mod detector;
 pub mod exchange;
 pub mod replica;
@@ -22,10 +23,10 @@ pub mod source;
 
 use chitchat::{ChitchatId, FailureDetectorConfig};
 use exchange::{ENVELOPE, View, digest_len};
+use rand::Rng;
 use rand::SeedableRng;
 use rand::rngs::StdRng;
 use rand::seq::IteratorRandom;
-use rand::{Rng, RngCore};
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -35,6 +36,9 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 pub use source::ModelSource;
+
+/// A member instance, by its index in the model (every instance that ever joined).
+pub type Mid = usize;
 
 /// chitchat's message size limit (`MAX_UDP_DATAGRAM_PAYLOAD_SIZE`).
 pub const MTU: usize = 65_507;
@@ -115,12 +119,18 @@ struct Instance {
 pub(crate) struct World {
     config: ModelConfig,
     rng: StdRng,
+    /// By [`Mid`].
     instances: Vec<Instance>,
+    /// Each instance's chitchat id, by [`Mid`].
+    ids: Vec<ChitchatId>,
+    /// Each id's serialized size ([`exchange::id_len`]), by [`Mid`].
+    id_lens: Vec<usize>,
     /// The running instance listening on each address.
     by_addr: BTreeMap<SocketAddr, usize>,
     /// Cut links, as (lower, higher) address pairs.
     cut: BTreeSet<(SocketAddr, SocketAddr)>,
-    traffic: BTreeMap<String, Traffic>,
+    /// By [`Mid`].
+    traffic: Vec<Traffic>,
 }
 
 /// The model's shared handle.
@@ -148,9 +158,11 @@ impl Network {
                 config,
                 rng: StdRng::seed_from_u64(seed),
                 instances: Vec::new(),
+                ids: Vec::new(),
+                id_lens: Vec::new(),
                 by_addr: BTreeMap::new(),
                 cut: BTreeSet::new(),
-                traffic: BTreeMap::new(),
+                traffic: Vec::new(),
             })),
             wake: Arc::new(Notify::new()),
         }
@@ -174,15 +186,18 @@ impl Network {
             .into_iter()
             .filter(|a| *a != id.gossip_advertise_addr)
             .collect();
+        let index = w.instances.len();
         let view = View::new(
-            id.clone(),
+            index,
             detector::Detector::new(w.config.detector()),
             seeds,
             initial,
             now,
         );
         let changed = Arc::new(Notify::new());
-        let index = w.instances.len();
+        w.ids.push(id.clone());
+        w.traffic.push(Traffic::default());
+        w.id_lens.push(exchange::id_len(&id));
         w.instances.push(Instance {
             view,
             running: true,
@@ -213,9 +228,20 @@ impl Network {
         self.lock().cut.remove(&pair(a, b));
     }
 
-    /// Bytes and messages per node id.
+    /// Bytes and messages per node id (all its instances).
     pub fn traffic(&self) -> BTreeMap<String, Traffic> {
-        self.lock().traffic.clone()
+        let w = self.lock();
+        let mut out: BTreeMap<String, Traffic> = BTreeMap::new();
+        for (id, t) in w.ids.iter().zip(&w.traffic) {
+            let sum = out.entry(id.node_id.to_string()).or_default();
+            sum.sent += t.sent;
+            sum.received += t.received;
+            sum.messages += t.messages;
+            sum.digest += t.digest;
+            sum.delta += t.delta;
+            sum.writes += t.writes;
+        }
+        out
     }
 
     /// What the running instances hold.
@@ -291,19 +317,19 @@ impl World {
     }
 
     fn traffic_of(&mut self, i: usize) -> &mut Traffic {
-        let name = self.instances[i].view.me.node_id.to_string();
-        self.traffic.entry(name).or_default()
+        &mut self.traffic[i]
     }
 
     /// One gossip round of instance `i` (chitchat's `gossip_multiple`).
     fn round(&mut self, i: usize, now: Instant) {
         let view = &self.instances[i].view;
-        let me = view.me.clone();
-        let addr_of = |id: &ChitchatId| id.gossip_advertise_addr;
+        let me = view.me;
+        let ids = &self.ids;
+        let addr_of = |m: Mid| ids[m].gossip_advertise_addr;
         let peers: BTreeSet<SocketAddr> = view
             .states
             .keys()
-            .filter(|id| **id != me)
+            .filter(|id| *id != me)
             .map(addr_of)
             .collect();
         let live: BTreeSet<SocketAddr> = view.detector.live().map(addr_of).collect();
@@ -344,11 +370,12 @@ impl World {
     /// One SYN / SYN-ACK / ACK exchange from instance `a` to whoever listens on `to`.
     fn exchange(&mut self, a: usize, to: SocketAddr, now: Instant) {
         let digest_a = self.instances[a].view.digest(now);
-        let syn = ENVELOPE + digest_len(&digest_a) + 2 + self.config.cluster_id.len();
-        let from = self.instances[a].view.me.gossip_advertise_addr;
+        let da_len = digest_len(&digest_a, &self.id_lens);
+        let syn = ENVELOPE + da_len + 2 + self.config.cluster_id.len();
+        let from = self.ids[a].gossip_advertise_addr;
         let t = self.traffic_of(a);
         t.sent += syn as u64;
-        t.digest += digest_len(&digest_a) as u64;
+        t.digest += da_len as u64;
         t.messages += 1;
         let Some(&b) = self.by_addr.get(&to) else {
             return;
@@ -358,20 +385,26 @@ impl World {
         }
         self.traffic_of(b).received += syn as u64;
         let mtu = self.config.mtu;
-        let mut rng = StdRng::seed_from_u64(self.rng.next_u64());
-        let (va, vb) = two_views(&mut self.instances, a, b);
+        let World {
+            instances,
+            id_lens: lens,
+            rng,
+            ..
+        } = self;
+        let (va, vb) = two_views(instances, a, b);
         // B answers the SYN.
         vb.beat();
         vb.report_heartbeats(&digest_a, now);
         let digest_b = vb.digest(now);
-        let delta_ba = vb.delta(&digest_a, mtu - 1 - digest_len(&digest_b), &mut rng, now);
-        let synack = ENVELOPE + digest_len(&digest_b) + delta_ba.len;
+        let db_len = digest_len(&digest_b, lens);
+        let delta_ba = vb.delta(&digest_a, mtu - 1 - db_len, lens, rng, now);
+        let synack = ENVELOPE + db_len + delta_ba.len;
         let (ba_len, ba_writes) = (delta_ba.len, delta_ba.writes);
         // A takes the SYN-ACK and answers with an ACK.
         va.beat();
         va.report_heartbeats(&digest_b, now);
         let a_changed = va.apply(delta_ba, now);
-        let delta_ab = va.delta(&digest_b, mtu - 1, &mut rng, now);
+        let delta_ab = va.delta(&digest_b, mtu - 1, lens, rng, now);
         let ack = ENVELOPE + delta_ab.len;
         let (ab_len, ab_writes) = (delta_ab.len, delta_ab.writes);
         // B takes the ACK.
@@ -386,7 +419,7 @@ impl World {
         let tb = self.traffic_of(b);
         tb.sent += synack as u64;
         tb.messages += 1;
-        tb.digest += digest_len(&digest_b) as u64;
+        tb.digest += db_len as u64;
         tb.delta += ba_len as u64;
         tb.writes += ba_writes as u64;
         tb.received += ack as u64;

@@ -4,7 +4,8 @@
 //! same [`Publisher`] diff, each changed key bumping the node's version as chitchat's
 //! `set` and `delete` do.
 
-use super::Network;
+use super::replica::Replica;
+use super::{Mid, Network};
 use chitchat::ChitchatId;
 use probemesh_gossip::cluster::{ClusterSnapshot, DecodeCache, RawNode, RawState};
 use probemesh_gossip::publication::{Publication, Publisher};
@@ -60,17 +61,18 @@ impl ClusterSource for ModelSource {
     async fn fingerprint(&self) -> Fingerprint {
         let w = self.network.lock();
         let view = &w.instances[self.index].view;
-        view.states
+        let mut out: Vec<(&ChitchatId, u64, bool)> = view
+            .states
             .iter()
-            .map(|(id, r)| {
-                let live = *id == self.id || view.detector.is_live(id);
-                (
-                    id.node_id.to_string(),
-                    id.generation_id,
-                    r.max_version,
-                    live,
-                )
+            .map(|(m, r)| {
+                let live = m == self.index || view.detector.is_live(m);
+                (&w.ids[m], r.max_version, live)
             })
+            .collect();
+        // chitchat's order: by id.
+        out.sort_by(|a, b| a.0.cmp(b.0));
+        out.into_iter()
+            .map(|(id, v, live)| (id.node_id.to_string(), id.generation_id, v, live))
             .collect()
     }
 
@@ -79,11 +81,13 @@ impl ClusterSource for ModelSource {
         let raw = {
             let w = self.network.lock();
             let view = &w.instances[self.index].view;
-            let nodes = view
-                .states
-                .iter()
-                .map(|(id, r)| {
-                    let is_self = *id == self.id;
+            let mut members: Vec<(&ChitchatId, Mid, &Replica)> =
+                view.states.iter().map(|(m, r)| (&w.ids[m], m, r)).collect();
+            // chitchat's order: by id.
+            members.sort_by(|a, b| a.0.cmp(b.0));
+            let nodes = members
+                .into_iter()
+                .map(|(id, m, r)| {
                     let kvs = (!cache.holds(id, r.max_version)).then(|| {
                         r.key_values()
                             .map(|(k, v)| (k.to_string(), v.to_string()))
@@ -92,8 +96,8 @@ impl ClusterSource for ModelSource {
                     RawNode::new(
                         id.clone(),
                         r.max_version,
-                        is_self,
-                        view.detector.is_live(id),
+                        m == self.index,
+                        view.detector.is_live(m),
                         kvs,
                     )
                 })

@@ -6,7 +6,7 @@ use super::ScenarioError;
 pub use super::raw::Expect;
 use super::raw::{RawCond, RawNodes, RawOp, RawScenario, RawSettings};
 use crate::check::Failure;
-use probemesh_gossip::model::{Status, WorkerUrl};
+use probemesh_gossip::model::{Status, WorkerId, WorkerUrl};
 use std::collections::BTreeMap;
 use std::time::Duration;
 
@@ -70,27 +70,45 @@ pub enum WorkerStatus {
     Gone,
 }
 
+/// A worker named in a condition, with its id computed once.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Worker {
+    /// Its URL.
+    pub url: WorkerUrl,
+    /// Its id.
+    pub id: WorkerId,
+}
+
+impl std::fmt::Display for Worker {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.url.fmt(f)
+    }
+}
+
 /// A condition over the cluster, checked on a set of nodes.
 #[derive(Clone, Debug, PartialEq)]
 pub enum Cond {
     /// The worker's entry on every node of `on`.
-    Status(WorkerUrl, WorkerStatus, Sel),
+    Status(Worker, WorkerStatus, Sel),
     /// Each node of `on` counts this many live members (itself included).
     MembersAlive(usize, Sel),
     /// Each node of `on` lists node `node` as alive, dead, or not at all.
     Member(usize, MemberIs, Sel),
     /// Each node of `on` holds a tombstone for the worker (at least `generation`).
-    Tombstone(WorkerUrl, Option<u64>, Sel),
-    /// Each node of `on` sees the worker's registration advertised by node `by`.
-    Advertised(WorkerUrl, usize, Sel),
+    Tombstone(Worker, Option<u64>, Sel),
+    /// Each node of `on` sees the worker's registration advertised by node `by`
+    /// (with label `key=value` in it, when given).
+    Advertised(Worker, usize, Option<(String, String)>, Sel),
+    /// Each node of `on` sees node `of`'s verdict on the worker with this status.
+    Verdict(Worker, usize, Status, Sel),
     /// Each node of `on` holds the worker with node `node` as its owner.
-    Owner(WorkerUrl, usize, Sel),
+    Owner(Worker, usize, Sel),
     /// Each node of `on` holds the worker with label `key` = `value`.
-    Label(WorkerUrl, String, String, Sel),
+    Label(Worker, String, String, Sel),
     /// Each node of `on` holds this generation of the worker.
-    Generation(WorkerUrl, u64, Sel),
+    Generation(Worker, u64, Sel),
     /// Each node of `on` sees this many peers' verdicts on the worker.
-    Verdicts(WorkerUrl, usize, Sel),
+    Verdicts(Worker, usize, Sel),
     /// Every node of `on` holds the same (worker, generation) pairs.
     Agree(Sel),
     /// No running node holds a generation that a running node holds a tombstone for.
@@ -249,6 +267,11 @@ impl Ctx<'_> {
         WorkerUrl::parse(s).map_err(|e| self.err(format!("url `{s}`: {e}")))
     }
 
+    fn worker(&self, s: &str) -> Result<Worker, ScenarioError> {
+        let url = self.url(s)?;
+        Ok(Worker { id: url.id(), url })
+    }
+
     fn duration(&self, field: &str, s: &str) -> Result<Duration, ScenarioError> {
         humantime::parse_duration(s).map_err(|e| self.err(format!("{field} `{s}`: {e}")))
     }
@@ -310,10 +333,10 @@ impl Ctx<'_> {
                         self.err(format!("status `{other}`: one of pending, ready, not_ready, failed, known, gone"))
                     })?),
                 };
-                Cond::Status(self.url(worker)?, s, self.sel(on)?)
+                Cond::Status(self.worker(worker)?, s, self.sel(on)?)
             }
             RawCond::Gone { worker, on } => {
-                Cond::Status(self.url(worker)?, WorkerStatus::Gone, self.sel(on)?)
+                Cond::Status(self.worker(worker)?, WorkerStatus::Gone, self.sel(on)?)
             }
             RawCond::MembersAlive { count, on } => Cond::MembersAlive(*count, self.sel(on)?),
             RawCond::Member { node, state, on } => {
@@ -333,26 +356,56 @@ impl Ctx<'_> {
                 worker,
                 generation,
                 on,
-            } => Cond::Tombstone(self.url(worker)?, *generation, self.sel(on)?),
-            RawCond::Advertised { worker, by, on } => {
-                Cond::Advertised(self.url(worker)?, self.node(*by)?, self.sel(on)?)
+            } => Cond::Tombstone(self.worker(worker)?, *generation, self.sel(on)?),
+            RawCond::Advertised {
+                worker,
+                by,
+                label,
+                on,
+            } => {
+                let label = match label {
+                    None => None,
+                    Some(l) => match l.split_once('=') {
+                        Some((k, v)) => Some((k.to_string(), v.to_string())),
+                        None => return Err(self.err(format!("label `{l}`: write key=value"))),
+                    },
+                };
+                Cond::Advertised(self.worker(worker)?, self.node(*by)?, label, self.sel(on)?)
+            }
+            RawCond::Verdict {
+                worker,
+                of,
+                status,
+                on,
+            } => {
+                let s = Status::parse(status).ok_or_else(|| {
+                    self.err(format!(
+                        "status `{status}`: one of pending, ready, not_ready, failed"
+                    ))
+                })?;
+                Cond::Verdict(self.worker(worker)?, self.node(*of)?, s, self.sel(on)?)
             }
             RawCond::Owner { worker, node, on } => {
-                Cond::Owner(self.url(worker)?, self.node(*node)?, self.sel(on)?)
+                Cond::Owner(self.worker(worker)?, self.node(*node)?, self.sel(on)?)
             }
             RawCond::Label {
                 worker,
                 key,
                 value,
                 on,
-            } => Cond::Label(self.url(worker)?, key.clone(), value.clone(), self.sel(on)?),
+            } => Cond::Label(
+                self.worker(worker)?,
+                key.clone(),
+                value.clone(),
+                self.sel(on)?,
+            ),
             RawCond::Generation {
                 worker,
                 generation,
                 on,
-            } => Cond::Generation(self.url(worker)?, *generation, self.sel(on)?),
+            } => Cond::Generation(self.worker(worker)?, *generation, self.sel(on)?),
             RawCond::Verdicts { worker, count, on } => {
-                Cond::Verdicts(self.url(worker)?, *count, self.sel(on)?)
+                Cond::Verdicts(self.worker(worker)?, *count, self.sel(on)?)
             }
             RawCond::Agree { on } => Cond::Agree(self.sel(on)?),
             RawCond::NoResurrection {} => Cond::NoResurrection,

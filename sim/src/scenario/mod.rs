@@ -30,7 +30,7 @@
 pub mod compile;
 mod raw;
 
-pub use compile::{Cond, Sel, Settings, Step, WorkerStatus};
+pub use compile::{Cond, Sel, Settings, Step, Worker, WorkerStatus};
 use std::path::Path;
 
 /// A scenario ready to run.

@@ -177,6 +177,13 @@ pub enum RawCond {
     Advertised {
         worker: String,
         by: usize,
+        label: Option<String>,
+        on: Option<RawNodes>,
+    },
+    Verdict {
+        worker: String,
+        of: usize,
+        status: String,
         on: Option<RawNodes>,
     },
     Owner {
