@@ -15,6 +15,7 @@ pub mod cluster;
 pub mod conditions;
 pub mod disk;
 pub mod model;
+pub mod random;
 pub mod runner;
 pub mod scenario;
 pub mod trace;
