@@ -81,6 +81,9 @@ pub struct NodeDelta {
     pub kvs: Vec<KvChange>,
 }
 
+/// A member with writes the peer lacks: its id, its replica, the peer's floor.
+type Stale<'a> = (Mid, &'a Replica, u64);
+
 /// A delta and its serialized size.
 #[derive(Debug, Default)]
 pub struct Delta {
@@ -236,7 +239,7 @@ impl View {
     ) -> Delta {
         let hidden = self.detector.scheduled_for_deletion(now);
         // (unknown to the peer, priority) → members; iterated highest first.
-        let mut buckets: BTreeMap<(bool, u64), Vec<(Mid, &Replica, u64)>> = BTreeMap::new();
+        let mut buckets: BTreeMap<(bool, u64), Vec<Stale<'_>>> = BTreeMap::new();
         for (id, r) in self.states.iter() {
             if hidden.contains(id) {
                 continue;

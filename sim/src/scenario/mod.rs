@@ -29,6 +29,7 @@
 
 pub mod compile;
 mod raw;
+pub mod steps;
 
 pub use compile::{Cond, Sel, Settings, Step, Worker, WorkerStatus};
 use std::path::Path;
