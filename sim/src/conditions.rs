@@ -41,6 +41,7 @@ pub fn describe(cond: &Cond) -> String {
             format!("{w} {s} on {}", on(sel))
         }
         Cond::MembersAlive(k, sel) => format!("{k} members alive on {}", on(sel)),
+        Cond::Count(s, k, sel) => format!("{k} workers {s:?} on {}", on(sel)),
         Cond::Member(n, is, sel) => format!("{} {is:?} on {}", name(*n), on(sel)),
         Cond::Tombstone(w, g, sel) => format!("tombstone {w} (>= {g:?}) on {}", on(sel)),
         Cond::Advertised(w, by, label, sel) => format!(
@@ -80,6 +81,7 @@ fn sel_of(cond: &Cond) -> &Sel {
     match cond {
         Cond::Status(_, _, s)
         | Cond::MembersAlive(_, s)
+        | Cond::Count(_, _, s)
         | Cond::Member(_, _, s)
         | Cond::Tombstone(_, _, s)
         | Cond::Advertised(_, _, _, s)
@@ -130,6 +132,14 @@ fn on_node(r: &Running, cond: &Cond) -> Result<(), String> {
                 WorkerStatus::Gone => e.is_none(),
             };
             ok(holds, status_text(r, w))
+        }
+        Cond::Count(want, k, _) => {
+            let view = node.registry().read();
+            let n = match want {
+                WorkerStatus::Is(s) => view.workers.values().filter(|e| e.status == *s).count(),
+                WorkerStatus::Known | WorkerStatus::Gone => view.workers.len(),
+            };
+            ok(n == *k, format!("{n}"))
         }
         Cond::MembersAlive(k, _) => {
             let n = node.cluster().live_node_ids().count();

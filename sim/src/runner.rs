@@ -58,6 +58,8 @@ pub struct Held {
     pub rss_kib: u64,
     /// Gossip bytes sent by all nodes so far.
     pub bytes: u64,
+    /// Wall-clock ms since the run started (not part of the trace).
+    pub wall_ms: u64,
 }
 
 /// What a run produced.
@@ -75,6 +77,10 @@ pub struct Outcome {
     pub virtual_ms: u64,
     /// Resident memory before the first node started, in KiB.
     pub rss_before_kib: u64,
+    /// Per node id, what the model counted (model backend).
+    pub traffic: Option<std::collections::BTreeMap<String, crate::model::Traffic>>,
+    /// What the model held at the end (model backend).
+    pub footprint: Option<crate::model::Footprint>,
 }
 
 /// Runs `scenario` to its end; panics on a failed assertion.
@@ -103,6 +109,7 @@ pub async fn run_async(scenario: &Scenario, opts: &RunOptions) -> Outcome {
         opts,
         held: Vec::new(),
         rss_before: rss_kib(),
+        wall: std::time::Instant::now(),
     };
     for (i, step) in scenario.steps.iter().enumerate() {
         r.step(i + 1, step).await;
@@ -114,6 +121,8 @@ pub async fn run_async(scenario: &Scenario, opts: &RunOptions) -> Outcome {
         trace,
         held: std::mem::take(&mut r.held),
         rss_before_kib: r.rss_before,
+        traffic: r.cluster.network().map(crate::model::Network::traffic),
+        footprint: r.cluster.network().map(crate::model::Network::footprint),
     };
     r.cluster.shutdown().await;
     out
@@ -134,6 +143,7 @@ struct Runner<'a> {
     opts: &'a RunOptions,
     held: Vec<Held>,
     rss_before: u64,
+    wall: std::time::Instant,
 }
 
 impl Runner<'_> {
@@ -178,6 +188,7 @@ impl Runner<'_> {
             waited_ms: u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),
             rss_kib: rss_kib(),
             bytes: self.bytes(),
+            wall_ms: u64::try_from(self.wall.elapsed().as_millis()).unwrap_or(u64::MAX),
         });
     }
 

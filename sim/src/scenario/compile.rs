@@ -120,6 +120,17 @@ impl Ctx<'_> {
                 Cond::Status(self.worker(worker)?, WorkerStatus::Gone, self.sel(on)?)
             }
             RawCond::MembersAlive { count, on } => Cond::MembersAlive(*count, self.sel(on)?),
+            RawCond::Count { status, count, on } => {
+                let s = match status.as_str() {
+                    "known" => WorkerStatus::Known,
+                    other => WorkerStatus::Is(Status::parse(other).ok_or_else(|| {
+                        self.err(format!(
+                            "status `{other}`: one of pending, ready, not_ready, failed, known"
+                        ))
+                    })?),
+                };
+                Cond::Count(s, *count, self.sel(on)?)
+            }
             RawCond::Member { node, state, on } => {
                 let is = match state.as_str() {
                     "alive" => MemberIs::Alive,

@@ -164,6 +164,11 @@ pub enum RawCond {
         count: usize,
         on: Option<RawNodes>,
     },
+    Count {
+        status: String,
+        count: usize,
+        on: Option<RawNodes>,
+    },
     Member {
         node: usize,
         state: String,

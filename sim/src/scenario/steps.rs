@@ -89,6 +89,10 @@ pub enum Cond {
     Status(Worker, WorkerStatus, Sel),
     /// Each node of `on` counts this many live members (itself included).
     MembersAlive(usize, Sel),
+    /// Each node of `on` holds exactly this many workers with this status (`Known`:
+    /// this many workers in all; `Gone` is not allowed). One pass over each view, for
+    /// clusters of thousands of workers.
+    Count(WorkerStatus, usize, Sel),
     /// Each node of `on` lists node `node` as alive, dead, or not at all.
     Member(usize, MemberIs, Sel),
     /// Each node of `on` holds a tombstone for the worker (at least `generation`).
