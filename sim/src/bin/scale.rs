@@ -95,7 +95,14 @@ fn scenario(a: &Args) -> Result<Scenario, String> {
     }
     steps.extend([
         Step::AssertWithin(long, Cond::Count(WorkerStatus::Known, w, Sel::All)),
-        Step::AssertWithin(long, Cond::Count(WorkerStatus::Is(probemesh_gossip::model::Status::Ready), w, Sel::All)),
+        Step::AssertWithin(
+            long,
+            Cond::Count(
+                WorkerStatus::Is(probemesh_gossip::model::Status::Ready),
+                w,
+                Sel::All,
+            ),
+        ),
         Step::AssertFor(STEADY, Cond::Count(WorkerStatus::Known, w, Sel::All)),
         Step::Start {
             count: 1,
@@ -103,10 +110,20 @@ fn scenario(a: &Args) -> Result<Scenario, String> {
             allow: vec![],
         },
         Step::AssertWithin(long, Cond::MembersAlive(n + 1, Sel::All)),
-        Step::AssertWithin(long, Cond::Count(WorkerStatus::Known, w, Sel::Nodes(vec![n]))),
+        Step::AssertWithin(
+            long,
+            Cond::Count(WorkerStatus::Known, w, Sel::Nodes(vec![n])),
+        ),
         // Ready on the newcomer too, so that eviction measures the ready → failed path
         // (12 probes) everywhere, not a pending newcomer's 30.
-        Step::AssertWithin(long, Cond::Count(WorkerStatus::Is(probemesh_gossip::model::Status::Ready), w, Sel::All)),
+        Step::AssertWithin(
+            long,
+            Cond::Count(
+                WorkerStatus::Is(probemesh_gossip::model::Status::Ready),
+                w,
+                Sel::All,
+            ),
+        ),
     ]);
     for i in 0..evicted {
         steps.push(Step::Unreachable {
@@ -115,7 +132,10 @@ fn scenario(a: &Args) -> Result<Scenario, String> {
             how: Failure::Refused,
         });
     }
-    steps.push(Step::AssertWithin(long, Cond::Count(WorkerStatus::Known, w - evicted, Sel::All)));
+    steps.push(Step::AssertWithin(
+        long,
+        Cond::Count(WorkerStatus::Known, w - evicted, Sel::All),
+    ));
     Ok(Scenario {
         name: format!("scale {n} x {w}"),
         file: "<scale>".into(),
@@ -160,7 +180,9 @@ fn main() {
     let steady_bytes = h[3].bytes.saturating_sub(h[2].bytes) as f64;
     let rss_per_node = h[2].rss_kib.saturating_sub(out.rss_before_kib) as f64 / n;
     let (digest, delta, sent) = out.traffic.as_ref().map_or((0, 0, 0), |t| {
-        t.values().fold((0, 0, 0), |acc, x| (acc.0 + x.digest, acc.1 + x.delta, acc.2 + x.sent))
+        t.values().fold((0, 0, 0), |acc, x| {
+            (acc.0 + x.digest, acc.1 + x.delta, acc.2 + x.sent)
+        })
     });
     let json = serde_json::json!({
         "backend": format!("{:?}", a.backend).to_lowercase(),
