@@ -10,6 +10,8 @@
 //! [`check`] (simulated probes), [`disk`] (a data dir that never syncs),
 //! [`conditions`] (what an assertion checks) and [`trace`] (what happened).
 
+#![warn(missing_docs)]
+
 pub mod check;
 pub mod cluster;
 pub mod conditions;
