@@ -3,7 +3,6 @@
 
 use super::Node;
 use crate::registry::{Entry, Transition};
-use std::time::SystemTime;
 
 impl Node {
     /// Records that `entry` entered the view (`from` is null in the event).
@@ -31,7 +30,7 @@ impl Node {
                 "url": removed.reg.spec.url,
                 "generation": removed.reg.generation,
                 "last_status": removed.status,
-                "at": humantime::format_rfc3339_millis(SystemTime::now()).to_string(),
+                "at": humantime::format_rfc3339_millis(self.settings.clock.now()).to_string(),
                 "reason": reason,
             }),
         );
