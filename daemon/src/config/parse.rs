@@ -159,8 +159,13 @@ pub(super) fn admin_max_connections(s: &str) -> Result<u32, String> {
 
 /// `probe_kind`: `http`, `models` or `grpc`.
 pub(super) fn probe_kind(s: &str) -> Result<probemesh_gossip::model::ProbeKind, String> {
-    probemesh_gossip::model::ProbeKind::parse(s.trim())
-        .ok_or_else(|| format!("`{s}` is not a probe kind; use http, models or grpc"))
+    match probemesh_gossip::model::ProbeKind::parse(s.trim()) {
+        Some(probemesh_gossip::model::ProbeKind::Grpc) => Err(format!(
+            "`{s}`: grpc health checks are not available in this build yet; use http or models"
+        )),
+        Some(k) => Ok(k),
+        None => Err(format!("`{s}` is not a probe kind; use http or models")),
+    }
 }
 
 /// `fence_ratio`: a number from 0 (self-fencing off) to 1.

@@ -232,6 +232,15 @@ pub fn worker_spec(spec: &WorkerSpec) -> Result<(), InvalidField> {
             "must be between 1 and 65535",
         ));
     }
+    if spec.health.kind == Some(ProbeKind::Grpc) {
+        // Until the gRPC health check is built, a gRPC kind is refused everywhere (API,
+        // gossip, disk) rather than probed some other way: a worker is never ready on a
+        // check it did not get.
+        return Err(InvalidField::new(
+            Field::HealthKind,
+            "`grpc` health checks are not available in this build yet; use kind `http` with the worker's HTTP health endpoint",
+        ));
+    }
     if spec.health.kind == Some(ProbeKind::Models) && spec.model_id.is_none() {
         return Err(InvalidField::new(
             Field::HealthKind,
