@@ -160,11 +160,16 @@ pub(super) fn admin_max_connections(s: &str) -> Result<u32, String> {
 /// `probe_kind`: `http`, `models` or `grpc`.
 pub(super) fn probe_kind(s: &str) -> Result<probemesh_gossip::model::ProbeKind, String> {
     match probemesh_gossip::model::ProbeKind::parse(s.trim()) {
-        Some(probemesh_gossip::model::ProbeKind::Grpc) => Err(format!(
-            "`{s}`: grpc health checks are not available in this build yet; use http or models"
+        Some(probemesh_gossip::model::ProbeKind::Http) => {
+            Ok(probemesh_gossip::model::ProbeKind::Http)
+        }
+        Some(k) => Err(format!(
+            "`{s}`: {} health checks are not available in this build yet; use http",
+            k.as_str()
         )),
-        Some(k) => Ok(k),
-        None => Err(format!("`{s}` is not a probe kind; use http or models")),
+        None => Err(format!(
+            "`{s}` is not a probe kind; this build probes with http"
+        )),
     }
 }
 

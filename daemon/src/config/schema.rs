@@ -217,7 +217,7 @@ pub const PROBE_PATH: Key<String> = Key {
 pub const PROBE_KIND: Key<ProbeKind> = Key {
     name: "probe_kind",
     value_name: "KIND",
-    help: "What a probe checks when a worker does not say: http (GET url + path, any 2xx), models (GET /v1/models lists the worker's model_id) (grpc is not available in this build yet)",
+    help: "What a probe checks when a worker does not say: http (GET url + path, any 2xx); models and grpc are not available in this build yet",
     file_type: FileType::String,
     parse: parse::probe_kind,
     default: default_probe_kind,

@@ -232,19 +232,22 @@ pub fn worker_spec(spec: &WorkerSpec) -> Result<(), InvalidField> {
             "must be between 1 and 65535",
         ));
     }
-    if spec.health.kind == Some(ProbeKind::Grpc) {
-        // Until the gRPC health check is built, a gRPC kind is refused everywhere (API,
-        // gossip, disk) rather than probed some other way: a worker is never ready on a
-        // check it did not get.
-        return Err(InvalidField::new(
-            Field::HealthKind,
-            "`grpc` health checks are not available in this build yet; use kind `http` with the worker's HTTP health endpoint",
-        ));
-    }
     if spec.health.kind == Some(ProbeKind::Models) && spec.model_id.is_none() {
         return Err(InvalidField::new(
             Field::HealthKind,
             "`models` checks that the worker lists its model_id in GET /v1/models; give the worker a model_id, or use kind `http`",
+        ));
+    }
+    if let Some(kind @ (ProbeKind::Models | ProbeKind::Grpc)) = spec.health.kind {
+        // Until these checks are built, their kinds are refused everywhere (API, gossip,
+        // disk) rather than probed some other way: a worker is never ready on a check
+        // it did not get.
+        return Err(InvalidField::new(
+            Field::HealthKind,
+            format!(
+                "`{}` health checks are not available in this build yet; use kind `http` (for a model server, `\"health\": {{\"path\": \"/v1/models\"}}` checks that it answers its model list)",
+                kind.as_str()
+            ),
         ));
     }
     health(&spec.health)

@@ -164,7 +164,7 @@ pub fn cases() -> Vec<Case> {
         case("failure threshold 0", Some(HealthFailureThreshold), |r| r.spec.health.failure_threshold = Some(0), health(r#""failure_threshold":0"#)),
         case("failure threshold over the maximum", Some(HealthFailureThreshold), |r| r.spec.health.failure_threshold = Some(1001), health(r#""failure_threshold":1001"#)),
         // health.kind
-        case("models kind with a model_id", ok, |r| { r.spec.health.kind = Some(crate::model::ProbeKind::Models); r.spec.model_id = Some("m".into()) }, body(r#""model_id":"m","health":{"kind":"models"}"#)),
+        case("models kind with a model_id (not available in this build)", Some(HealthKind), |r| { r.spec.health.kind = Some(crate::model::ProbeKind::Models); r.spec.model_id = Some("m".into()) }, body(r#""model_id":"m","health":{"kind":"models"}"#)),
         case("models kind without a model_id", Some(HealthKind), |r| r.spec.health.kind = Some(crate::model::ProbeKind::Models), health(r#""kind":"models""#)),
         case("grpc kind (not available in this build)", Some(HealthKind), |r| r.spec.health.kind = Some(crate::model::ProbeKind::Grpc), health(r#""kind":"grpc""#)),
         // health.path
