@@ -198,7 +198,7 @@ pub fn probe_kind() -> Object {
         values.push(serde_json::Value::Null);
     }
     o.description = Some(
-        "What a probe checks (null: this node's --probe-kind): `http`, `models` (needs a model_id) or `grpc`".into(),
+        "What a probe checks (null: this node's --probe-kind): `http` (`models` and `grpc` are not available in this build yet)".into(),
     );
     o
 }
