@@ -4,7 +4,11 @@
 //!
 //! - [`ports`]: the host and checker interfaces, the only things the engine calls;
 //! - [`schedule`]: pure "what is due at now", with jitter;
-//! - [`check`]: one HTTP health check (the agent's [`Check`]);
+//! - [`check`]: one HTTP health check (the agent's [`Check`]), over
+//!   - [`pool`]: one kept connection per worker origin ([`origin`]), bounded;
+//!   - [`conn`]: dialling TCP and TLS; [`dns`]: names, with kept answers;
+//!   - [`http1`]: one request and its bounded answer over a connection;
+//! - [`result`]: what a probe found;
 //! - [`allow`]: the allowlist, checked on the address a probe dials.
 //!
 //! Time is `tokio::time` and the jitter comes from an RNG the caller seeds, so the
@@ -12,14 +16,23 @@
 
 pub mod allow;
 pub mod check;
+pub mod conn;
+pub mod dns;
+pub mod http1;
+pub mod origin;
+pub mod pool;
 pub mod ports;
+pub mod result;
 pub mod schedule;
+#[cfg(test)]
+mod test_worker;
 
-use check::ProbeReport;
 pub use ports::{Check, NextStep, ProbeHost, Target};
 use probemesh_gossip::model::WorkerId;
 use rand::rngs::StdRng;
+use result::ProbeReport;
 use schedule::{Due, Schedule, Task};
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::{Semaphore, mpsc};
@@ -78,6 +91,7 @@ pub async fn run<H: ProbeHost, C: Check>(
         rng: settings.rng,
         permits: Arc::new(Semaphore::new(settings.concurrency.max(1))),
         in_flight: JoinSet::new(),
+        targets: HashMap::new(),
     };
     loop {
         let deadline = engine.schedule.next_deadline();
@@ -91,7 +105,9 @@ pub async fn run<H: ProbeHost, C: Check>(
             Some(joined) = engine.in_flight.join_next(), if !engine.in_flight.is_empty() => {
                 engine.host.in_flight(-1);
                 match joined {
-                    Ok((id, generation, report)) => engine.follow_up(id, generation, report),
+                    Ok((id, generation, target, report)) => {
+                        engine.follow_up(id, generation, target, report)
+                    }
                     Err(e) => tracing::error!(error = %e, "probe task failed"),
                 }
             }
@@ -119,7 +135,12 @@ struct Engine<H, C> {
     schedule: Schedule,
     rng: StdRng,
     permits: Arc<Semaphore>,
-    in_flight: JoinSet<(WorkerId, u64, ProbeReport)>,
+    in_flight: JoinSet<(WorkerId, u64, Target, ProbeReport)>,
+    /// The last target probed of every worker with a pending task or a probe in
+    /// flight, so that the checker can be told to [`Check::forget`] it when the worker
+    /// is cancelled. Bounded by the workers in the engine's care: an entry goes when
+    /// its worker is cancelled, has no target any more or needs nothing more.
+    targets: HashMap<WorkerId, Target>,
 }
 
 impl<H: ProbeHost, C: Check> Engine<H, C> {
@@ -133,7 +154,17 @@ impl<H: ProbeHost, C: Check> Engine<H, C> {
                 let at = Instant::now() + schedule::first_delay(interval, &mut self.rng);
                 self.push(id, generation, Task::Probe, at);
             }
-            Command::Cancel { id } => self.schedule.cancel(&id),
+            Command::Cancel { id } => {
+                self.schedule.cancel(&id);
+                self.forget(&id);
+            }
+        }
+    }
+
+    /// Tells the checker the worker's last target is no longer probed.
+    fn forget(&mut self, id: &WorkerId) {
+        if let Some(target) = self.targets.remove(id) {
+            self.checker.forget(&target);
         }
     }
 
@@ -150,16 +181,19 @@ impl<H: ProbeHost, C: Check> Engine<H, C> {
 
     fn start(&mut self, due: Due) {
         match due.task {
-            Task::Retry => {
-                if let Some(interval) = self.host.retry(&due.id, due.generation) {
+            Task::Retry => match self.host.retry(&due.id, due.generation) {
+                Some(interval) => {
                     let at = Instant::now() + schedule::first_delay(interval, &mut self.rng);
                     self.push(due.id, due.generation, Task::Probe, at);
                 }
-            }
+                None => self.forget(&due.id),
+            },
             Task::Probe => {
                 let Some(target) = self.host.target(&due.id, due.generation) else {
+                    self.forget(&due.id);
                     return;
                 };
+                self.targets.insert(due.id.clone(), target.clone());
                 let checker = Arc::clone(&self.checker);
                 let permits = Arc::clone(&self.permits);
                 self.host.in_flight(1);
@@ -168,14 +202,21 @@ impl<H: ProbeHost, C: Check> Engine<H, C> {
                     // probe then simply runs unbounded.
                     let _permit = permits.acquire_owned().await.ok();
                     let report = checker.check(&target).await;
-                    (due.id, due.generation, report)
+                    (due.id, due.generation, target, report)
                 });
             }
         }
     }
 
-    fn follow_up(&mut self, id: WorkerId, generation: u64, report: ProbeReport) {
-        match self.host.record(&id, generation, report) {
+    fn follow_up(&mut self, id: WorkerId, generation: u64, target: Target, report: ProbeReport) {
+        let next = self.host.record(&id, generation, report);
+        if next == NextStep::Stop || !self.targets.contains_key(&id) {
+            // Nothing more for this worker, or it was cancelled while this probe was in
+            // flight: what the probe kept goes too.
+            self.targets.remove(&id);
+            self.checker.forget(&target);
+        }
+        match next {
             NextStep::Probe(interval) => {
                 let at = Instant::now() + schedule::next_delay(interval, &mut self.rng);
                 self.push(id, generation, Task::Probe, at);
@@ -196,7 +237,7 @@ impl<H: ProbeHost, C: Check> Engine<H, C> {
         let drained = tokio::time::timeout(DRAIN_TIMEOUT, async {
             while let Some(joined) = in_flight.join_next().await {
                 host.in_flight(-1);
-                if let Ok((id, generation, report)) = joined {
+                if let Ok((id, generation, _target, report)) = joined {
                     host.record(&id, generation, report);
                 }
             }
@@ -211,3 +252,7 @@ impl<H: ProbeHost, C: Check> Engine<H, C> {
         }
     }
 }
+
+#[cfg(test)]
+#[path = "engine_tests.rs"]
+mod tests;
