@@ -137,3 +137,60 @@ async fn a_worker_its_host_no_longer_gives_has_its_connection_closed() {
     assert_eq!(e.checker.idle_connections(), 1);
     e.stop.cancel();
 }
+
+/// A check that takes 30 ms and records how many ran at once.
+#[derive(Default)]
+struct Slow {
+    now: std::sync::atomic::AtomicUsize,
+    most: std::sync::atomic::AtomicUsize,
+    done: std::sync::atomic::AtomicUsize,
+}
+
+impl Check for Slow {
+    async fn check(&self, _target: &Target) -> ProbeReport {
+        use std::sync::atomic::Ordering::SeqCst;
+        let n = self.now.fetch_add(1, SeqCst) + 1;
+        self.most.fetch_max(n, SeqCst);
+        tokio::time::sleep(Duration::from_millis(30)).await;
+        self.now.fetch_sub(1, SeqCst);
+        self.done.fetch_add(1, SeqCst);
+        ProbeReport {
+            result: crate::probe::result::ProbeResult::Ok(200),
+            latency: Duration::from_millis(30),
+        }
+    }
+}
+
+#[tokio::test]
+async fn probes_past_the_concurrency_bound_wait_their_turn() {
+    let host = Arc::new(Host::default());
+    let check = Arc::new(Slow::default());
+    let (tx, rx) = mpsc::unbounded_channel();
+    let stop = CancellationToken::new();
+    tokio::spawn(run(
+        Arc::clone(&host),
+        rx,
+        Arc::clone(&check),
+        EngineSettings {
+            concurrency: 3,
+            rng: StdRng::seed_from_u64(2),
+        },
+        stop.clone(),
+    ));
+    for port in 1..=20u16 {
+        let url = reqwest::Url::parse(&format!("http://127.0.0.1:{port}/")).unwrap();
+        let id = host.add(&url);
+        tx.send(Command::First {
+            id,
+            generation: 1,
+            interval: Duration::from_millis(20),
+        })
+        .unwrap();
+    }
+    eventually("every worker probed", || {
+        check.done.load(std::sync::atomic::Ordering::SeqCst) >= 40
+    })
+    .await;
+    assert_eq!(check.most.load(std::sync::atomic::Ordering::SeqCst), 3);
+    stop.cancel();
+}

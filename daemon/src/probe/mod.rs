@@ -32,16 +32,19 @@ use probemesh_gossip::model::WorkerId;
 use rand::rngs::StdRng;
 use result::ProbeReport;
 use schedule::{Due, Schedule, Task};
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::sync::{Semaphore, mpsc};
+use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 /// Probes allowed in flight at once. Bounds sockets and memory with 10,000 workers
-/// while keeping a slow worker from delaying others.
+/// while keeping a slow worker from delaying others. A probe due past it waits in the
+/// engine's queue, not as a task: a task holds the whole probe's state (about 3 KiB),
+/// and 10,000 of them parked at start-up would leave the allocator's pages fragmented
+/// for good.
 pub const DEFAULT_CONCURRENCY: usize = 512;
 /// How long shutdown waits for in-flight probes.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(3);
@@ -89,8 +92,9 @@ pub async fn run<H: ProbeHost, C: Check>(
         checker,
         schedule: Schedule::default(),
         rng: settings.rng,
-        permits: Arc::new(Semaphore::new(settings.concurrency.max(1))),
+        concurrency: settings.concurrency.max(1),
         in_flight: JoinSet::new(),
+        waiting: VecDeque::new(),
         targets: HashMap::new(),
     };
     loop {
@@ -110,6 +114,7 @@ pub async fn run<H: ProbeHost, C: Check>(
                     }
                     Err(e) => tracing::error!(error = %e, "probe task failed"),
                 }
+                engine.admit();
             }
             () = sleep_until(deadline), if deadline.is_some() => {
                 for due in engine.schedule.pop_due(Instant::now()) {
@@ -134,8 +139,12 @@ struct Engine<H, C> {
     checker: Arc<C>,
     schedule: Schedule,
     rng: StdRng,
-    permits: Arc<Semaphore>,
+    concurrency: usize,
     in_flight: JoinSet<(WorkerId, u64, Target, ProbeReport)>,
+    /// Probes that came due while `concurrency` were in flight, started in order as
+    /// probes end. At most one per task taken from the schedule, which holds at most
+    /// one per worker: bounded by the workers known.
+    waiting: VecDeque<Due>,
     /// The last target probed of every worker with a pending task or a probe in
     /// flight, so that the checker can be told to [`Check::forget`] it when the worker
     /// is cancelled. Bounded by the workers in the engine's care: an entry goes when
@@ -188,24 +197,36 @@ impl<H: ProbeHost, C: Check> Engine<H, C> {
                 }
                 None => self.forget(&due.id),
             },
-            Task::Probe => {
-                let Some(target) = self.host.target(&due.id, due.generation) else {
-                    self.forget(&due.id);
-                    return;
-                };
-                self.targets.insert(due.id.clone(), target.clone());
-                let checker = Arc::clone(&self.checker);
-                let permits = Arc::clone(&self.permits);
-                self.host.in_flight(1);
-                self.in_flight.spawn(async move {
-                    // The semaphore is never closed, so acquire only fails if it were; a
-                    // probe then simply runs unbounded.
-                    let _permit = permits.acquire_owned().await.ok();
-                    let report = checker.check(&target).await;
-                    (due.id, due.generation, target, report)
-                });
+            Task::Probe if self.in_flight.len() >= self.concurrency => {
+                self.waiting.push_back(due);
+            }
+            Task::Probe => self.launch(due),
+        }
+    }
+
+    /// Starts waiting probes while there is room.
+    fn admit(&mut self) {
+        while self.in_flight.len() < self.concurrency {
+            match self.waiting.pop_front() {
+                Some(due) => self.launch(due),
+                None => break,
             }
         }
+    }
+
+    /// Starts one probe, with the target its host gives now.
+    fn launch(&mut self, due: Due) {
+        let Some(target) = self.host.target(&due.id, due.generation) else {
+            self.forget(&due.id);
+            return;
+        };
+        self.targets.insert(due.id.clone(), target.clone());
+        let checker = Arc::clone(&self.checker);
+        self.host.in_flight(1);
+        self.in_flight.spawn(async move {
+            let report = checker.check(&target).await;
+            (due.id, due.generation, target, report)
+        });
     }
 
     fn follow_up(&mut self, id: WorkerId, generation: u64, target: Target, report: ProbeReport) {
