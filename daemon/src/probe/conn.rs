@@ -34,6 +34,17 @@ impl Stream {
         }
     }
 
+    /// Drops the waker the runtime keeps for this socket's readiness, so that an idle
+    /// connection holds no reference to the task that last used it. hyper leaves its
+    /// read interest registered after an answer; the waker it stored would keep that
+    /// finished probe task's memory (about 3 KiB) alive as long as the connection is
+    /// idle. A no-op waker takes its place; nothing polls an idle connection.
+    pub fn release_waker(&self) {
+        let mut cx = Context::from_waker(std::task::Waker::noop());
+        let _ = self.tcp().poll_read_ready(&mut cx);
+        let _ = self.tcp().poll_write_ready(&mut cx);
+    }
+
     /// Whether a kept connection can carry another request: the worker has neither
     /// closed it (EOF, reset) nor sent anything unasked (a TLS alert, stray bytes)
     /// while it was idle. Costs at most one non-blocking `read`, and none when the

@@ -41,8 +41,10 @@ pub struct Idle {
 }
 
 impl Idle {
-    /// A connection that just became idle.
+    /// A connection that just became idle (its readiness waker released, see
+    /// [`Stream::release_waker`]).
     pub fn new(stream: Stream, peer: SocketAddr) -> Idle {
+        stream.release_waker();
         Idle {
             stream,
             peer,
