@@ -83,6 +83,12 @@ struct Inner {
     pool: Pool,
 }
 
+/// What a probe's request names: path (and query) and `Host`.
+struct Head<'a> {
+    path: &'a str,
+    host: &'a http::HeaderValue,
+}
+
 /// The addresses a probe may use: one literal, or a name's answer.
 enum Addrs {
     One([IpAddr; 1]),
@@ -158,11 +164,17 @@ impl Checker {
                 Err(e) => return classify_resolve(&e),
             },
         };
+        let Some(host) = super::origin::host_header(url) else {
+            return ProbeResult::Error;
+        };
         let path = &url[url::Position::BeforePath..];
+        let head = Head { path, host: &host };
         if let Some(idle) = inner.pool.take(&origin)
             && addrs.as_slice().contains(&idle.peer.ip())
             && idle.stream.looks_alive()
-            && let Some(result) = self.send(&origin, path, idle.stream, idle.peer, true).await
+            && let Some(result) = self
+                .send(&origin, &head, idle.stream, idle.peer, true)
+                .await
         {
             return result;
         }
@@ -170,7 +182,7 @@ impl Checker {
             Ok(pair) => pair,
             Err(e) => return classify_dial(&e),
         };
-        self.send(&origin, path, stream, peer, false)
+        self.send(&origin, &head, stream, peer, false)
             .await
             .unwrap_or(ProbeResult::Error)
     }
@@ -180,17 +192,14 @@ impl Checker {
     async fn send(
         &self,
         origin: &Origin,
-        path: &str,
+        head: &Head<'_>,
         stream: Stream,
         peer: SocketAddr,
         reused: bool,
     ) -> Option<ProbeResult> {
         let pool = &self.inner.pool;
         let close = !reused && !pool.has_room(origin);
-        let Some(host) = origin.host_header() else {
-            return Some(ProbeResult::Error);
-        };
-        let Ok(req) = http1::request(path, host, close) else {
+        let Ok(req) = http1::request(head.path, head.host.clone(), close) else {
             return Some(ProbeResult::Error);
         };
         match http1::exchange(stream, req).await {

@@ -46,6 +46,12 @@ use tokio_util::sync::CancellationToken;
 /// and 10,000 of them parked at start-up would leave the allocator's pages fragmented
 /// for good.
 pub const DEFAULT_CONCURRENCY: usize = 512;
+/// Probes due within this of the earliest one start together, so that at 2,000
+/// probes/s the engine (and the runtime under it) wakes about 100 times a second
+/// with 20 probes each instead of 2,000 times with one: each wake-up costs a context
+/// switch and an `epoll_wait`, as much as the probe itself. A probe starts at most this
+/// much early, which the ±10% interval jitter dwarfs.
+pub const BATCH: Duration = Duration::from_millis(10);
 /// How long shutdown waits for in-flight probes.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(3);
 
@@ -117,7 +123,7 @@ pub async fn run<H: ProbeHost, C: Check>(
                 engine.admit();
             }
             () = sleep_until(deadline), if deadline.is_some() => {
-                for due in engine.schedule.pop_due(Instant::now()) {
+                for due in engine.schedule.pop_due(Instant::now() + BATCH) {
                     engine.start(due);
                 }
             }

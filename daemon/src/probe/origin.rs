@@ -45,23 +45,12 @@ impl Origin {
             port: url.port_or_known_default()?,
         })
     }
+}
 
-    /// The `Host` header for a request to this origin: the host, and the port when it
-    /// is not the scheme's default.
-    pub fn host_header(&self) -> Option<HeaderValue> {
-        let default = if self.tls { 443 } else { 80 };
-        let host = match &self.host {
-            Host::Ip(IpAddr::V6(ip)) => format!("[{ip}]"),
-            Host::Ip(ip) => ip.to_string(),
-            Host::Name(name) => name.to_string(),
-        };
-        let value = if self.port == default {
-            host
-        } else {
-            format!("{host}:{}", self.port)
-        };
-        HeaderValue::from_str(&value).ok()
-    }
+/// The `Host` header for a request to `url`: its host, and its port when that is not
+/// the scheme's default (the URL's own serialization, which omits a default port).
+pub fn host_header(url: &url::Url) -> Option<HeaderValue> {
+    HeaderValue::from_str(&url[url::Position::BeforeHost..url::Position::AfterPort]).ok()
 }
 
 #[cfg(test)]
@@ -72,18 +61,24 @@ mod tests {
         Origin::of(&url::Url::parse(s).unwrap())
     }
 
+    fn header(s: &str) -> HeaderValue {
+        host_header(&url::Url::parse(s).unwrap()).unwrap()
+    }
+
     #[test]
     fn origins_fill_in_default_ports_and_keep_the_host_kind() {
         let o = origin("http://10.0.0.1/health").unwrap();
         assert_eq!(o.port, 80);
         assert_eq!(o.host, Host::Ip("10.0.0.1".parse().unwrap()));
-        assert_eq!(o.host_header().unwrap(), "10.0.0.1");
+        assert_eq!(header("http://10.0.0.1:80/health"), "10.0.0.1");
         let o = origin("https://worker.example:8443/x").unwrap();
         assert!(o.tls);
         assert_eq!(o.host, Host::Name("worker.example".into()));
-        assert_eq!(o.host_header().unwrap(), "worker.example:8443");
-        let o = origin("http://[::1]:9000/").unwrap();
-        assert_eq!(o.host_header().unwrap(), "[::1]:9000");
+        assert_eq!(
+            header("https://worker.example:8443/x"),
+            "worker.example:8443"
+        );
+        assert_eq!(header("http://[::1]:9000/"), "[::1]:9000");
         assert_eq!(origin("http://a:1/p"), origin("http://a:1/q"));
         assert_ne!(origin("http://a:1/"), origin("https://a:1/"));
         assert_eq!(origin("ftp://a/"), None);
