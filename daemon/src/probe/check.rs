@@ -10,12 +10,13 @@
 //!    addresses and looks alive; if it turns out dead before an answer head arrives
 //!    (the worker closed it just then), the probe goes on to step 3 once;
 //! 3. otherwise a new connection, kept after the answer when the worker allows it
-//!    (see [`super::http1`]).
+//!    (see [`super::http1`]); past the pool's bound the request asks the worker to
+//!    close it.
 
 use super::allow::Allowlist;
 use super::conn::{DialError, Dialer, Stream};
 use super::dns::{DNS_TTL, ResolveError, Resolver};
-use super::http1::{self, Outcome};
+use super::http1::{self, ExchangeError, Outcome};
 use super::origin::{Host, Origin};
 use super::pool::{IDLE_TIMEOUT, Idle, Pool};
 pub use super::result::{LocalResource, ProbeReport, ProbeResult, local_resource};
@@ -83,10 +84,11 @@ struct Inner {
     pool: Pool,
 }
 
-/// What a probe's request names: path (and query) and `Host`.
+/// What a probe's request names: path (and query), and `Host`: the URL's host and
+/// port as the URL serializes them (a default port left out).
 struct Head<'a> {
     path: &'a str,
-    host: &'a http::HeaderValue,
+    host: &'a str,
 }
 
 /// The addresses a probe may use: one literal, or a name's answer.
@@ -164,11 +166,10 @@ impl Checker {
                 Err(e) => return classify_resolve(&e),
             },
         };
-        let Some(host) = super::origin::host_header(url) else {
-            return ProbeResult::Error;
+        let head = Head {
+            path: &url[url::Position::BeforePath..],
+            host: &url[url::Position::BeforeHost..url::Position::AfterPort],
         };
-        let path = &url[url::Position::BeforePath..];
-        let head = Head { path, host: &host };
         if let Some(idle) = inner.pool.take(&origin)
             && addrs.as_slice().contains(&idle.peer.ip())
             && idle.stream.looks_alive()
@@ -193,18 +194,16 @@ impl Checker {
         &self,
         origin: &Origin,
         head: &Head<'_>,
-        stream: Stream,
+        mut stream: Stream,
         peer: SocketAddr,
         reused: bool,
     ) -> Option<ProbeResult> {
         let pool = &self.inner.pool;
         let close = !reused && !pool.has_room(origin);
-        let Ok(req) = http1::request(head.path, head.host.clone(), close) else {
-            return Some(ProbeResult::Error);
-        };
-        match http1::exchange(stream, req).await {
-            Outcome::Answer { status, keep } => {
-                if let Some(stream) = keep {
+        let req = http1::request(head.path, head.host, close);
+        match http1::exchange(&mut stream, &req, close).await {
+            Outcome::Answer { status, reusable } => {
+                if reusable {
                     pool.put(origin.clone(), Idle::new(stream, peer));
                 }
                 Some(ProbeResult::of_status(status))
@@ -283,11 +282,11 @@ fn tls_refusal(io: &std::io::Error) -> bool {
 }
 
 /// An exchange that failed after the connection was made: a timeout, this node out of
-/// a resource, or anything else (reset, malformed answer, body error).
-fn classify_exchange(e: &hyper::Error) -> ProbeResult {
+/// a resource, or anything else (reset, closed, malformed answer, body error).
+fn classify_exchange(e: &ExchangeError) -> ProbeResult {
     if let Some(r) = local_resource(e) {
         ProbeResult::Local(r)
-    } else if e.is_timeout() || timed_out(e) {
+    } else if timed_out(e) {
         ProbeResult::Timeout
     } else {
         ProbeResult::Error

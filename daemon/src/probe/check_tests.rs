@@ -173,6 +173,14 @@ async fn answers_map_to_their_results_and_redirects_are_not_followed() {
             "HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n2\r\nok\r\n0\r\n\r\n",
             ProbeResult::Ok(200),
         ),
+        (
+            "HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n1;ext=1\r\no\r\n1\r\nk\r\n0\r\nx-trailer: 1\r\n\r\n",
+            ProbeResult::Ok(200),
+        ),
+        (
+            "HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok",
+            ProbeResult::Ok(200),
+        ),
         ("garbage\r\n\r\n", ProbeResult::Error),
     ] {
         let (url, seen) = worker(Mode::KeepAlive, answer).await;
@@ -183,6 +191,32 @@ async fn answers_map_to_their_results_and_redirects_are_not_followed() {
             assert_eq!(seen.accepted(), 1, "kept after {answer:?}");
         }
     }
+}
+
+#[tokio::test]
+async fn answers_that_end_at_close_or_are_http10_are_not_kept() {
+    let c = checker();
+    for answer in [
+        "HTTP/1.0 200 OK\r\ncontent-length: 2\r\n\r\nok",
+        "HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\ncontent-length: 2\r\n\r\n2\r\nok\r\n0\r\n\r\n",
+    ] {
+        let (url, seen) = worker(Mode::KeepAlive, answer).await;
+        for _ in 0..2 {
+            assert_eq!(
+                c.probe(&url, T).await.result,
+                ProbeResult::Ok(200),
+                "{answer:?}"
+            );
+        }
+        assert_eq!(seen.accepted(), 2, "{answer:?}");
+    }
+    // No length: the body ends when the worker closes.
+    let (url, seen) = worker(Mode::CloseSilently, "HTTP/1.1 200 OK\r\n\r\nok").await;
+    for _ in 0..2 {
+        assert_eq!(c.probe(&url, T).await.result, ProbeResult::Ok(200));
+    }
+    assert_eq!(seen.accepted(), 2);
+    assert_eq!(c.idle_connections(), 0);
 }
 
 #[tokio::test]

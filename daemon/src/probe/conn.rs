@@ -34,11 +34,12 @@ impl Stream {
         }
     }
 
-    /// Drops the waker the runtime keeps for this socket's readiness, so that an idle
-    /// connection holds no reference to the task that last used it. hyper leaves its
-    /// read interest registered after an answer; the waker it stored would keep that
-    /// finished probe task's memory (about 3 KiB) alive as long as the connection is
-    /// idle. A no-op waker takes its place; nothing polls an idle connection.
+    /// Drops any waker the runtime keeps for this socket's readiness, so that an idle
+    /// connection holds no reference to the probe that last used it: a read left
+    /// pending would keep that finished probe's memory alive as long as the
+    /// connection is idle (3 KiB a connection when probes were tasks and hyper left
+    /// its read registered). A no-op waker takes its place; nothing polls an idle
+    /// connection.
     pub fn release_waker(&self) {
         let mut cx = Context::from_waker(std::task::Waker::noop());
         let _ = self.tcp().poll_read_ready(&mut cx);

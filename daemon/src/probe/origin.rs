@@ -2,7 +2,6 @@
 //! per origin, so two workers behind one address and port (different path prefixes)
 //! share a kept connection, one at a time.
 
-use http::HeaderValue;
 use std::net::IpAddr;
 
 /// The host of an origin: an address dialled as it is, or a name to resolve.
@@ -47,12 +46,6 @@ impl Origin {
     }
 }
 
-/// The `Host` header for a request to `url`: its host, and its port when that is not
-/// the scheme's default (the URL's own serialization, which omits a default port).
-pub fn host_header(url: &url::Url) -> Option<HeaderValue> {
-    HeaderValue::from_str(&url[url::Position::BeforeHost..url::Position::AfterPort]).ok()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -61,24 +54,14 @@ mod tests {
         Origin::of(&url::Url::parse(s).unwrap())
     }
 
-    fn header(s: &str) -> HeaderValue {
-        host_header(&url::Url::parse(s).unwrap()).unwrap()
-    }
-
     #[test]
     fn origins_fill_in_default_ports_and_keep_the_host_kind() {
         let o = origin("http://10.0.0.1/health").unwrap();
         assert_eq!(o.port, 80);
         assert_eq!(o.host, Host::Ip("10.0.0.1".parse().unwrap()));
-        assert_eq!(header("http://10.0.0.1:80/health"), "10.0.0.1");
         let o = origin("https://worker.example:8443/x").unwrap();
         assert!(o.tls);
         assert_eq!(o.host, Host::Name("worker.example".into()));
-        assert_eq!(
-            header("https://worker.example:8443/x"),
-            "worker.example:8443"
-        );
-        assert_eq!(header("http://[::1]:9000/"), "[::1]:9000");
         assert_eq!(origin("http://a:1/p"), origin("http://a:1/q"));
         assert_ne!(origin("http://a:1/"), origin("https://a:1/"));
         assert_eq!(origin("ftp://a/"), None);
