@@ -3,15 +3,17 @@
 
   * start-up: process spawn -> GET /v1/ready answers 200 (fresh data dir), 10 runs;
   * idle RSS: an agent with nothing registered, 5 s after ready; Serf agent the same;
-  * 10,000 workers at a 5 s probe interval: the agent's CPU (share of one core) and RSS
-    over 60 s of steady state; the workers are 10,000 loopback addresses
-    (127.0.x.y) served by a second agent's /v1/health;
+  * 10,000 workers at a 5 s probe interval: the agent's CPU (share of one core, and
+    microseconds per probe) and RSS (and bytes per worker over an idle agent) over
+    60 s of steady state; the workers are 10,000 loopback addresses (127.0.x.y)
+    served by a second agent's /v1/health; then the floor: the CPU wrk spends per
+    keep-alive request to the same endpoint, times 2,000 requests/s;
   * blocking-query wake-up: time from sending a change to the return of a waiting
     `GET /v1/workers?index=N`, 50 runs;
   * `GET /v1/workers?status=ready` with 1,000 workers under wrk (64 connections),
     against smg's `GET /workers` with 1,000 workers (if wrk and smg are installed).
 
-Usage: bench/resources.py [section ...]   sections: startup idle 10k wakeup http
+Usage: bench/resources.py [section ...]   sections: startup idle 10k wakeup http floor
 Needs: cargo build --release -p probemesh. Everything listens on loopback and is
 stopped at the end.
 """
@@ -99,9 +101,60 @@ def idle():
     print(f"idle RSS: probemesh {mine/1024:.1f} MiB, serf {ref}")
 
 
+def metric_sum(base, prefix):
+    """Sum of every sample of a metric family in GET /metrics (`prefix` = name + "{")."""
+    with urllib.request.urlopen(f"{base}/metrics", timeout=30) as r:
+        text = r.read().decode()
+    return sum(float(l.rsplit(" ", 1)[1]) for l in text.splitlines() if l.startswith(prefix))
+
+
+def open_fds(pid):
+    return len(os.listdir(f"/proc/{pid}/fd"))
+
+
+def wrk_cpu(url, connections, seconds=10):
+    """Runs wrk (one thread, keep-alive) against `url`; returns (requests, CPU seconds
+    of wrk, requests/s). wrk's CPU is its rusage, read when it exits (wait4)."""
+    p = subprocess.Popen(["wrk", "-t1", f"-c{connections}", f"-d{seconds}s", url], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    out = p.stdout.read()
+    _, _, ru = os.wait4(p.pid, 0)
+    p.returncode = 0
+    line = next((l for l in out.splitlines() if "requests in" in l), "")
+    requests = int(line.split()[0]) if line else 0
+    rps = next((float(l.split()[1]) for l in out.splitlines() if l.startswith("Requests/sec")), 0.0)
+    return requests, ru.ru_utime + ru.ru_stime, rps
+
+
+def floor(url, probes_per_s):
+    """The floor for probing: the CPU wrk spends per keep-alive request on loopback,
+    times the probe rate. With 64 connections wrk batches (one epoll wake-up serves
+    many answers); with 1 connection every answer is a wake-up of its own, as a probe
+    is at 2,000/s spread over 5 s."""
+    if not shutil.which("wrk"):
+        print("floor: wrk not installed (apt-get install wrk)")
+        return
+    for c in (64, 1):
+        requests, cpu, rps = wrk_cpu(url, c)
+        if not requests:
+            print(f"floor: wrk -c{c} made no request")
+            continue
+        us = cpu / requests * 1e6
+        print(f"floor: wrk -t1 -c{c} keep-alive on loopback: {rps:.0f} req/s, {us:.2f} us CPU per request -> {us * probes_per_s / 1e4:.2f}% of one core at {probes_per_s} requests/s")
+
+
 def ten_k(n=10_000, seconds=60):
+    """10,000 workers at 5 s: the agent's CPU (share of one core, and microseconds per
+    probe from probemesh_probes_total), RSS and bytes per worker (RSS over an idle
+    agent's, measured in the same run), open descriptors; then the wrk floor against
+    the same worker endpoint."""
     with tempfile.TemporaryDirectory() as d:
-        target = Agent(d, "target", admin="0.0.0.0")
+        idle_agent = Agent(d, "idle0")
+        idle_agent.wait_ready()
+        time.sleep(5)
+        idle_rss = rss_kib(idle_agent.proc.pid)
+        idle_agent.stop()
+        # The worker side holds one kept-alive connection per worker address.
+        target = Agent(d, "target", ["--admin-max-connections", str(n + 2000)], admin="0.0.0.0")
         target.wait_ready()
         workers = [f"http://127.0.{i // 250}.{i % 250 + 1}:{target.admin}" for i in range(n)]
         with open(f"{d}/agent.toml", "w") as f:
@@ -117,13 +170,22 @@ def ten_k(n=10_000, seconds=60):
             if ready == n:
                 break
             time.sleep(2)
+        time.sleep(10)  # past the start-up burst: every worker on its own 5 s rhythm
+        probes0 = metric_sum(a.base, "probemesh_probes_total{")
         (u0, s0), t0 = cpu_split(a.proc.pid), time.monotonic()
         time.sleep(seconds)
         (u1, s1), t1 = cpu_split(a.proc.pid), time.monotonic()
+        probes = metric_sum(a.base, "probemesh_probes_total{") - probes0
         rss = rss_kib(a.proc.pid)
+        fds = open_fds(a.proc.pid)
         user, system = 100 * (u1 - u0) / (t1 - t0), 100 * (s1 - s0) / (t1 - t0)
-        print(f"{n} workers at 5 s ({ready} ready): CPU {user + system:.1f}% of one core (user {user:.1f}%, kernel {system:.1f}%), RSS {rss/1024:.1f} MiB (over {seconds} s)")
+        us = ((u1 - u0) + (s1 - s0)) / probes * 1e6 if probes else float("nan")
+        per_worker = (rss - idle_rss) * 1024 / n
+        print(f"{n} workers at 5 s ({ready} ready): CPU {user + system:.1f}% of one core (user {user:.1f}%, kernel {system:.1f}%), "
+              f"{probes / (t1 - t0):.0f} probes/s, {us:.1f} us CPU per probe; RSS {rss/1024:.1f} MiB "
+              f"(idle agent {idle_rss/1024:.1f} MiB: {per_worker:.0f} bytes per worker); {fds} open descriptors (over {seconds} s)")
         a.stop()
+        floor(f"http://127.0.0.1:{target.admin}/v1/health", round(n / 5))
         target.stop()
 
 
@@ -218,7 +280,16 @@ def http_bench(n=1000):
         worker.terminate()
 
 
-SECTIONS = {"startup": startup, "idle": idle, "10k": ten_k, "wakeup": wakeup, "http": http_bench}
+def floor_only():
+    """The wrk floor alone, against an idle agent's /v1/health."""
+    with tempfile.TemporaryDirectory() as d:
+        a = Agent(d, "floor")
+        a.wait_ready()
+        floor(f"{a.base}/v1/health", 2000)
+        a.stop()
+
+
+SECTIONS = {"startup": startup, "idle": idle, "10k": ten_k, "wakeup": wakeup, "http": http_bench, "floor": floor_only}
 
 if __name__ == "__main__":
     if not os.path.exists(BIN):

@@ -8,7 +8,7 @@ use crate::declarative::Reasserter;
 use crate::identity_watch::IdentityWatch;
 use crate::metrics::Metrics;
 use crate::node::{Node, NodeSettings};
-use crate::probe::{self, check::Checker};
+use crate::probe::{self, check::Checker, check::CheckerConfig};
 use crate::readiness::Readiness;
 use crate::store::{RejectedRecord, Store};
 use anyhow::Context;
@@ -178,8 +178,9 @@ impl App {
             admin_server,
             identity,
         } = self;
-        let checker = Checker::new(config.cluster.allow_worker_cidrs.clone())
-            .context("building the probe HTTP client")?;
+        let checker =
+            Checker::with_config(probe_checker_config(&config, admin_server.max_connections))
+                .context("building the probe HTTP client")?;
         let engine = tokio::spawn(probe::run(
             Arc::clone(&node),
             probe_rx,
@@ -360,6 +361,30 @@ fn admin_server_config(requested: u32) -> admin::server::ServerConfig {
         );
     }
     admin::server::ServerConfig::new(cap, fd_limit::max_refusing(soft))
+}
+
+/// The probe checker's settings: the allowlist, and at most as many kept connections
+/// as the open-file limit leaves after the admin server's cap, the probes in flight
+/// and the reserve (`fd_limit::reserve`). Past that bound probes fall back to a new
+/// connection each (`probe::pool`).
+fn probe_checker_config(config: &AgentConfig, admin_cap: usize) -> CheckerConfig {
+    use admin::server::fd_limit;
+    let soft = rlimit::Resource::NOFILE.get().map_or(1024, |(s, _)| s);
+    let taken = u64::try_from(admin_cap.saturating_add(probe::DEFAULT_CONCURRENCY))
+        .unwrap_or(u64::MAX)
+        .saturating_add(fd_limit::reserve(soft));
+    let max_idle = usize::try_from(soft.saturating_sub(taken))
+        .unwrap_or(usize::MAX)
+        .min(probe::check::DEFAULT_MAX_IDLE);
+    tracing::info!(
+        max_idle,
+        open_file_limit = soft,
+        "probe connections: one kept per worker between probes, at most max_idle"
+    );
+    CheckerConfig {
+        max_idle,
+        ..CheckerConfig::new(config.cluster.allow_worker_cidrs.clone())
+    }
 }
 
 /// The gossip TLS identity: operator files, or a private CA made on first start.

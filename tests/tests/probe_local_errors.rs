@@ -1,17 +1,85 @@
 //! A node that runs out of file descriptors must not blame its workers (SPEC S13).
 //!
 //! The agent's open-file limit is squeezed, while it runs, to the descriptors it holds,
-//! so every probe's `socket()` fails with EMFILE. Without S13 its healthy workers would
-//! go ready → not_ready → failed → tombstoned within a few hundred milliseconds; with it
-//! they stay ready, and the faults are counted. The API is read over one keep-alive
-//! connection opened before the squeeze, since the agent cannot accept a new one then.
+//! so every probe that needs a new connection fails with EMFILE at `socket()`. The
+//! workers here close their connection after each answer, so every probe of theirs
+//! needs one; a worker that keeps its connection is probed over it all along (the
+//! probe client keeps one connection per worker), which the test checks too. Without
+//! S13 the healthy workers would go ready → not_ready → failed → tombstoned within a
+//! few hundred milliseconds; with it they stay ready, and the faults are counted. The
+//! API is read over one keep-alive connection opened before the squeeze, since the
+//! agent cannot accept a new one then.
 
 use probemesh_tests::{Agent, Health, TestWorker, eventually, id_of, metric, require, scaled};
 use serde_json::{Value, json};
 use std::io::{BufRead, BufReader, Read, Write};
-use std::net::TcpStream;
+use std::net::{TcpListener, TcpStream};
 use std::process::Command;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
+
+/// A worker that answers every request 200 with `Connection: close` and closes, so
+/// every probe of it needs a new connection. Stops when dropped.
+struct ClosingWorker {
+    port: u16,
+    requests: Arc<AtomicU64>,
+    stop: Arc<AtomicBool>,
+}
+
+impl ClosingWorker {
+    fn start() -> ClosingWorker {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+        listener.set_nonblocking(true).expect("nonblocking");
+        let port = listener.local_addr().expect("addr").port();
+        let requests = Arc::new(AtomicU64::new(0));
+        let stop = Arc::new(AtomicBool::new(false));
+        let (r, s) = (Arc::clone(&requests), Arc::clone(&stop));
+        std::thread::spawn(move || {
+            while !s.load(Ordering::SeqCst) {
+                let Ok((mut c, _)) = listener.accept() else {
+                    std::thread::sleep(Duration::from_millis(2));
+                    continue;
+                };
+                let _ = c.set_nonblocking(false);
+                let _ = c.set_read_timeout(Some(Duration::from_secs(2)));
+                let mut head = Vec::new();
+                let mut buf = [0u8; 1024];
+                while !head.ends_with(b"\r\n\r\n") {
+                    match c.read(&mut buf) {
+                        Ok(0) | Err(_) => break,
+                        Ok(n) => head.extend_from_slice(&buf[..n]),
+                    }
+                }
+                if head.ends_with(b"\r\n\r\n") {
+                    r.fetch_add(1, Ordering::SeqCst);
+                    let _ = c.write_all(
+                        b"HTTP/1.1 200 OK\r\nconnection: close\r\ncontent-length: 2\r\n\r\nok",
+                    );
+                }
+            }
+        });
+        ClosingWorker {
+            port,
+            requests,
+            stop,
+        }
+    }
+
+    fn url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    fn requests(&self) -> u64 {
+        self.requests.load(Ordering::SeqCst)
+    }
+}
+
+impl Drop for ClosingWorker {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+    }
+}
 
 /// HTTP/1.1 GETs over one kept-alive connection (bodies framed by Content-Length).
 struct KeepAlive {
@@ -109,10 +177,11 @@ async fn out_of_descriptors_healthy_workers_stay_ready_and_faults_are_counted() 
         return;
     }
     let mut agent = Agent::start(&["--probe-interval", "100ms", "--probe-timeout", "500ms"]).await;
-    let workers: Vec<TestWorker> = (0..3).map(|_| TestWorker::start(Health::Healthy)).collect();
+    let workers: Vec<ClosingWorker> = (0..3).map(|_| ClosingWorker::start()).collect();
+    let kept = TestWorker::start(Health::Healthy);
     let mut ids = Vec::new();
-    for w in &workers {
-        ids.push(id_of(&agent.api().register(&json!({"url": w.url()})).await));
+    for url in workers.iter().map(ClosingWorker::url).chain([kept.url()]) {
+        ids.push(id_of(&agent.api().register(&json!({"url": url})).await));
     }
     for id in &ids {
         probemesh_tests::wait_status(agent.api(), id, "ready").await;
@@ -131,6 +200,7 @@ async fn out_of_descriptors_healthy_workers_stay_ready_and_faults_are_counted() 
         tokio::time::sleep(Duration::from_millis(150)).await;
     }
     let hold = scaled(Duration::from_secs(3));
+    let kept_before = kept.requests();
     let started = Instant::now();
     let mut checks = 0;
     let mut local = 0.0;
@@ -153,10 +223,15 @@ async fn out_of_descriptors_healthy_workers_stay_ready_and_faults_are_counted() 
         checks += 1;
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+    let kept_probes = kept.requests() - kept_before;
     set_soft_nofile(pid, &before_soft);
     eprintln!(
-        "out of descriptors for {:.1} s: {checks} checks, all 3 workers stayed ready; {local} probes failed locally",
+        "out of descriptors for {:.1} s: {checks} checks, all 4 workers stayed ready; {local} probes failed locally; {kept_probes} probes of the worker that keeps its connection went through",
         hold.as_secs_f64()
+    );
+    assert!(
+        kept_probes >= 5,
+        "a kept connection needs no new descriptor: its worker should have been probed over it ({kept_probes} probes)"
     );
     assert!(
         local >= 10.0,
@@ -173,8 +248,19 @@ async fn out_of_descriptors_healthy_workers_stay_ready_and_faults_are_counted() 
     // connections.
     for w in &workers {
         let seen = w.requests();
-        w.wait_requests(seen + 2, scaled(Duration::from_secs(5)))
-            .await;
+        eventually(
+            "a closing worker to be probed again",
+            scaled(Duration::from_secs(5)),
+            Duration::from_millis(5),
+            || async {
+                if w.requests() >= seen + 2 {
+                    Ok(())
+                } else {
+                    Err(format!("{} requests", w.requests()))
+                }
+            },
+        )
+        .await;
     }
     eventually(
         "new admin connections accepted",

@@ -6,15 +6,17 @@
 //! (a bug, a record that slipped past a check) can make a probe connect outside the
 //! list:
 //! - an IP-literal URL is checked here, on the socket address it names, before the
-//!   request starts (the HTTP client dials literals without asking a resolver);
-//! - every DNS name goes through [`AllowlistResolver`], which keeps only resolved
-//!   addresses inside the list, so a name that resolves (or rebinds) outside is never
-//!   dialled.
+//!   probe starts;
+//! - every DNS name goes through the probe resolver ([`super::dns`]), which keeps only
+//!   resolved addresses inside the list, so a name that resolves (or rebinds) outside
+//!   is never dialled;
+//! - and the dialler itself ([`super::conn::Dialer::connect`]) refuses any address
+//!   outside the list before it connects, whatever path gave it the address; a kept
+//!   connection is reused only while its address is in the name's current answer.
 //!
 //! A probe refused here is a failure with the result `not_allowed`.
 
 use ipnet::IpNet;
-use reqwest::dns::{Addrs, Name, Resolve, Resolving};
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 
@@ -57,41 +59,20 @@ impl Allowlist {
     }
 }
 
-/// The error a refused resolution fails with; found in the client's cause chain to
-/// report `not_allowed`.
+/// A host refused by the allowlist: a name that resolves to no address inside it, or
+/// an address outside it. Reported as `not_allowed`.
 #[derive(Debug, thiserror::Error)]
-#[error("`{host}` resolves to no address inside --allow-worker-cidr")]
+#[error("`{host}` is, or resolves to, no address inside --allow-worker-cidr")]
 pub struct NotAllowed {
     host: String,
 }
 
-/// Resolves names with the system resolver and keeps only addresses inside the
-/// allowlist; none left is an error ([`NotAllowed`]).
-#[derive(Debug)]
-pub struct AllowlistResolver {
-    allow: Allowlist,
-}
-
-impl AllowlistResolver {
-    /// A resolver for `allow`.
-    pub fn new(allow: Allowlist) -> AllowlistResolver {
-        AllowlistResolver { allow }
-    }
-}
-
-impl Resolve for AllowlistResolver {
-    fn resolve(&self, name: Name) -> Resolving {
-        let allow = self.allow.clone();
-        let host = name.as_str().to_string();
-        Box::pin(async move {
-            // Port 0: the client puts the URL's port on every address it keeps.
-            let resolved = tokio::net::lookup_host((host.as_str(), 0)).await?;
-            let kept: Vec<SocketAddr> = resolved.filter(|a| allow.contains(a.ip())).collect();
-            if kept.is_empty() {
-                return Err(Box::new(NotAllowed { host }) as Box<_>);
-            }
-            Ok(Box::new(kept.into_iter()) as Addrs)
-        })
+impl NotAllowed {
+    /// The refusal of `host` (a name or an address).
+    pub fn new(host: &str) -> NotAllowed {
+        NotAllowed {
+            host: host.to_string(),
+        }
     }
 }
 
@@ -116,27 +97,5 @@ mod tests {
             "left to the resolver"
         );
         assert!(Allowlist::default().permits(&url("http://127.0.0.1/")));
-    }
-
-    #[tokio::test]
-    async fn names_resolving_outside_the_list_are_refused() {
-        let r = AllowlistResolver::new(list(&["10.0.0.0/8"]));
-        let err = r
-            .resolve("localhost".parse().unwrap())
-            .await
-            .err()
-            .expect("localhost is outside 10/8");
-        assert!(err.downcast_ref::<NotAllowed>().is_some(), "{err}");
-        let r = AllowlistResolver::new(list(&["127.0.0.0/8"]));
-        let kept: Vec<SocketAddr> = r
-            .resolve("localhost".parse().unwrap())
-            .await
-            .expect("127.0.0.1 is inside")
-            .collect();
-        assert!(!kept.is_empty());
-        assert!(
-            kept.iter().all(|a| a.ip().is_loopback() && a.is_ipv4()),
-            "{kept:?}"
-        );
     }
 }

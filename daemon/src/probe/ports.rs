@@ -2,7 +2,7 @@
 //! results (the node), and the [`Check`] that makes one probe (HTTP in the agent, a
 //! reachability matrix in the simulator). The engine knows nothing else about either.
 
-use super::check::ProbeReport;
+use super::result::ProbeReport;
 use probemesh_gossip::model::WorkerId;
 use std::future::Future;
 use std::time::Duration;
@@ -50,4 +50,13 @@ pub trait ProbeHost: Send + Sync + 'static {
 pub trait Check: Send + Sync + 'static {
     /// Probes `target` once; a failure is a result, never an error.
     fn check(&self, target: &Target) -> impl Future<Output = ProbeReport> + Send;
+
+    /// The engine stopped probing `target` for a worker (cancelled: removed, checks
+    /// disabled; or its host no longer gives a target): drop anything kept for it, such
+    /// as an idle connection. When a probe of it was in flight at the cancel, this is
+    /// called again once that probe has ended, so what the late probe kept goes too.
+    /// The default keeps nothing, so does nothing.
+    fn forget(&self, target: &Target) {
+        let _ = target;
+    }
 }
