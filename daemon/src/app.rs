@@ -181,7 +181,7 @@ impl App {
         let checker =
             Checker::with_config(probe_checker_config(&config, admin_server.max_connections))
                 .context("building the probe HTTP client")?;
-        let engine = tokio::spawn(probe::run(
+        let engine = probe::spawn_engine(
             Arc::clone(&node),
             probe_rx,
             Arc::new(checker),
@@ -190,7 +190,7 @@ impl App {
                 rng: rand::SeedableRng::from_os_rng(),
             },
             shutdown.child_token(),
-        ));
+        );
         node.schedule_all();
 
         // Declarative workers are re-asserted at start, even if they were deleted before.

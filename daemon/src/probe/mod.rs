@@ -51,12 +51,6 @@ use tokio_util::sync::CancellationToken;
 /// and 10,000 of them parked at start-up would leave the allocator's pages fragmented
 /// for good.
 pub const DEFAULT_CONCURRENCY: usize = 512;
-/// Probes due within this of the earliest one start together, so that at 2,000
-/// probes/s the engine (and the runtime under it) wakes about 100 times a second
-/// with 20 probes each instead of 2,000 times with one: each wake-up costs a context
-/// switch and an `epoll_wait`, as much as the probe itself. A probe starts at most this
-/// much early, which the ±10% interval jitter dwarfs.
-pub const BATCH: Duration = Duration::from_millis(10);
 /// How long shutdown waits for in-flight probes.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(3);
 
@@ -128,13 +122,42 @@ pub async fn run<H: ProbeHost, C: Check>(
                 engine.admit();
             }
             () = sleep_until(deadline), if deadline.is_some() => {
-                for due in engine.schedule.pop_due(Instant::now() + BATCH) {
+                for due in engine.schedule.pop_due(Instant::now()) {
                     engine.start(due);
                 }
             }
         }
     }
     engine.drain().await;
+}
+
+/// Runs the engine ([`run`]) on a thread of its own with a single-threaded runtime,
+/// so that its probes' sockets, timers and wake-ups stay on one thread: no hand-offs
+/// between the agent's worker threads, and probing does not share them with the admin
+/// API and gossip. The handle ends when the engine does. If that runtime cannot be
+/// built, the engine runs on the caller's runtime instead (on the same thread).
+pub fn spawn_engine<H: ProbeHost, C: Check>(
+    host: Arc<H>,
+    rx: mpsc::UnboundedReceiver<Command>,
+    checker: Arc<C>,
+    settings: EngineSettings,
+    shutdown: CancellationToken,
+) -> tokio::task::JoinHandle<()> {
+    let caller = tokio::runtime::Handle::current();
+    tokio::task::spawn_blocking(move || {
+        let engine = run(host, rx, checker, settings, shutdown);
+        match tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .thread_name("probemesh-probe")
+            .build()
+        {
+            Ok(rt) => rt.block_on(engine),
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot start the probe runtime; probing on the agent's runtime");
+                caller.block_on(engine);
+            }
+        }
+    })
 }
 
 async fn sleep_until(deadline: Option<Instant>) {
@@ -179,7 +202,7 @@ impl<H: ProbeHost, C: Check> Engine<H, C> {
                 interval,
             } => {
                 let at = Instant::now() + schedule::first_delay(interval, &mut self.rng);
-                self.push(id, generation, Task::Probe, at);
+                self.push(id, generation, Task::Probe, at, schedule::slack(interval));
             }
             Command::Cancel { id } => {
                 self.schedule.cancel(&id);
@@ -195,14 +218,15 @@ impl<H: ProbeHost, C: Check> Engine<H, C> {
         }
     }
 
-    fn push(&mut self, id: WorkerId, generation: u64, task: Task, at: Instant) {
-        self.schedule.push(
+    fn push(&mut self, id: WorkerId, generation: u64, task: Task, at: Instant, slack: Duration) {
+        self.schedule.push_with_slack(
             Due {
                 id,
                 generation,
                 task,
             },
             at,
+            slack,
         );
     }
 
@@ -211,7 +235,8 @@ impl<H: ProbeHost, C: Check> Engine<H, C> {
             Task::Retry => match self.host.retry(&due.id, due.generation) {
                 Some(interval) => {
                     let at = Instant::now() + schedule::first_delay(interval, &mut self.rng);
-                    self.push(due.id, due.generation, Task::Probe, at);
+                    let slack = schedule::slack(interval);
+                    self.push(due.id, due.generation, Task::Probe, at, slack);
                 }
                 None => self.forget(&due.id),
             },
@@ -238,7 +263,13 @@ impl<H: ProbeHost, C: Check> Engine<H, C> {
             self.forget(&due.id);
             return;
         };
-        self.targets.insert(due.id.clone(), target.clone());
+        match self.targets.get_mut(&due.id) {
+            Some(kept) if *kept == target => {}
+            Some(kept) => *kept = target.clone(),
+            None => {
+                self.targets.insert(due.id.clone(), target.clone());
+            }
+        }
         let checker = Arc::clone(&self.checker);
         self.host.in_flight(1);
         let probe = async move {
@@ -261,11 +292,12 @@ impl<H: ProbeHost, C: Check> Engine<H, C> {
         match next {
             NextStep::Probe(interval) => {
                 let at = Instant::now() + schedule::next_delay(interval, &mut self.rng);
-                self.push(id, generation, Task::Probe, at);
+                self.push(id, generation, Task::Probe, at, schedule::slack(interval));
             }
             NextStep::Retry(backoff) => {
                 tracing::info!(id = %id, retry_in = %humantime::format_duration(backoff), "worker failed on this node; will retry unless the cluster evicts it first");
-                self.push(id, generation, Task::Retry, Instant::now() + backoff);
+                let at = Instant::now() + backoff;
+                self.push(id, generation, Task::Retry, at, schedule::slack(backoff));
             }
             NextStep::Stop => {}
         }
