@@ -56,7 +56,8 @@ pub fn install() -> Result<PathBuf, String> {
     if marker.exists() {
         return Ok(dir);
     }
-    std::fs::create_dir_all(dir.parent().unwrap_or(&dir)).map_err(|e| e.to_string())?;
+    let parent = dir.parent().unwrap_or(&dir);
+    std::fs::create_dir_all(parent).map_err(|e| format!("{}: {e}", parent.display()))?;
     let lock_path = dir.with_extension("lock");
     let lock =
         std::fs::File::create(&lock_path).map_err(|e| format!("{}: {e}", lock_path.display()))?;

@@ -206,7 +206,10 @@ async fn push_adapter_follows_the_ready_set(kind: Kind) {
     // nothing yet) still takes it out.
     agent.kill9();
     ws[2].set_healthy(false);
-    assert!(urls(&router).await.contains(&url[2]));
+    assert!(
+        urls(&router).await.contains(&url[2]),
+        "W2 is still in the router while the agent is down"
+    );
     agent.restart().await;
     wait_router(&router, "W2 removed by the restarted agent", |u| {
         !u.contains(&url[2])

@@ -181,11 +181,7 @@ async fn requests_in_flight_survive_smgs_removal_of_a_draining_worker() {
         "a new request during smg's drain: {}",
         fresh.body
     );
-    assert_eq!(
-        w.chats(),
-        2,
-        "the new request did not reach the draining worker"
-    );
+    assert_eq!(w.chats(), 2, "the new request reached the draining worker");
     let gone = eventually(
         "smg removes the worker",
         LONG,
@@ -234,13 +230,13 @@ async fn requests_in_flight_survive_smgs_removal_of_a_draining_worker() {
     let want: Vec<String> = (0..STREAM_CHUNKS).map(|i| format!("t{i} ")).collect();
     assert_eq!(contents, want, "the whole stream: {s_body}");
     assert!(s_body.contains("data: [DONE]"), "{s_body}");
-    assert_eq!(w.answered(), 2, "the worker answered both in full");
+    assert_eq!(w.answered(), 2, "the worker did not answer both in full");
     // Both outlived smg's removal of the worker: smg neither waited for them nor cut them.
     let s_first = s.first.expect("the stream had a body");
     assert!(
         s_first < gone,
-        "the stream was flowing when smg removed the worker (first bytes {:?} before)",
-        gone - s_first
+        "the stream had not started when smg removed the worker ({:?} later)",
+        s_first - gone
     );
     assert!(
         gone < p_end && gone < s_end,
