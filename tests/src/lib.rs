@@ -16,6 +16,7 @@
 //! - [`tls_worker`]: [`tls_worker::TlsWorker`], an HTTPS worker for TLS-root checks;
 //! - [`webdriver`]: [`webdriver::Browser`], headless chromium over WebDriver;
 //! - [`pytools`]: PyPI tools (schemathesis) in a venv under the target directory;
+//! - [`routers`]: vllm-router and sglang-router from PyPI in a cached venv;
 //! - [`rules`]: metric names used by the alert rules and the dashboard.
 //!
 //! The tests live in `tests/*.rs`, one file per area.
@@ -33,6 +34,7 @@ pub mod netns;
 pub mod ns_cluster;
 pub mod pytools;
 pub mod require;
+pub mod routers;
 pub mod rules;
 pub mod smg;
 pub mod tls_worker;

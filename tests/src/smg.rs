@@ -5,6 +5,7 @@
 use axum::Router;
 use axum::extract::State;
 use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use serde_json::{Value, json};
 use std::path::PathBuf;
@@ -133,7 +134,9 @@ impl Drop for Smg {
 }
 
 /// A fake OpenAI-compatible inference server that smg accepts: `/health` answers 200
-/// or 503 as the test says, `/v1/models` names one model, chat completions answer.
+/// or 503 as the test says, `/v1/models` names one model, chat completions answer
+/// (after [`LlmWorker::set_chat_delay`], and as server-sent events when the request
+/// asks for `"stream": true`).
 #[derive(Debug)]
 pub struct LlmWorker {
     state: Arc<LlmState>,
@@ -146,8 +149,13 @@ pub struct LlmWorker {
 struct LlmState {
     unhealthy: AtomicBool,
     chats: AtomicU64,
+    answered: AtomicU64,
+    chat_delay_ms: AtomicU64,
     health_checks: AtomicU64,
 }
+
+/// Content chunks of a streamed chat completion (`t0 ` … `t9 `, then `[DONE]`).
+pub const STREAM_CHUNKS: u32 = 10;
 
 /// The model the fake worker serves.
 pub const FAKE_MODEL: &str = "fake-model";
@@ -192,9 +200,21 @@ impl LlmWorker {
         self.state.unhealthy.store(!healthy, Ordering::SeqCst);
     }
 
-    /// Chat completions served.
+    /// Chat completions received.
     pub fn chats(&self) -> u64 {
         self.state.chats.load(Ordering::SeqCst)
+    }
+
+    /// Chat completions answered in full (for a stream: its last chunk produced).
+    pub fn answered(&self) -> u64 {
+        self.state.answered.load(Ordering::SeqCst)
+    }
+
+    /// Makes every chat completion take `delay` (default none): a plain one answers
+    /// after it, a streamed one spreads its [`STREAM_CHUNKS`] chunks over it.
+    pub fn set_chat_delay(&self, delay: Duration) {
+        let ms = u64::try_from(delay.as_millis()).unwrap_or(u64::MAX);
+        self.state.chat_delay_ms.store(ms, Ordering::SeqCst);
     }
 }
 
@@ -215,11 +235,51 @@ async fn health(State(s): State<Arc<LlmState>>) -> StatusCode {
     }
 }
 
-async fn chat(State(s): State<Arc<LlmState>>) -> axum::Json<Value> {
+async fn chat(State(s): State<Arc<LlmState>>, body: axum::body::Bytes) -> Response {
     s.chats.fetch_add(1, Ordering::SeqCst);
+    let delay = Duration::from_millis(s.chat_delay_ms.load(Ordering::SeqCst));
+    let stream = serde_json::from_slice::<Value>(&body).is_ok_and(|v| v["stream"] == true);
+    if stream {
+        return streamed(s, delay);
+    }
+    tokio::time::sleep(delay).await;
+    s.answered.fetch_add(1, Ordering::SeqCst);
     axum::Json(json!({
         "id": "chatcmpl-test", "object": "chat.completion", "created": 0, "model": FAKE_MODEL,
         "choices": [{"index": 0, "message": {"role": "assistant", "content": "hi"}, "finish_reason": "stop"}],
         "usage": {"prompt_tokens": 1, "completion_tokens": 1, "total_tokens": 2}
     }))
+    .into_response()
+}
+
+/// A streamed chat completion: chunk `i` after `i / STREAM_CHUNKS` of `delay`, then
+/// `[DONE]`. A client that goes away stops the stream (the body is dropped).
+fn streamed(s: Arc<LlmState>, delay: Duration) -> Response {
+    let gap = delay / STREAM_CHUNKS;
+    let chunks = futures_util::stream::unfold(0u32, move |i| {
+        let s = Arc::clone(&s);
+        async move {
+            if i > STREAM_CHUNKS {
+                return None;
+            }
+            if i > 0 {
+                tokio::time::sleep(gap).await;
+            }
+            let text = if i == STREAM_CHUNKS {
+                s.answered.fetch_add(1, Ordering::SeqCst);
+                "data: [DONE]\n\n".to_string()
+            } else {
+                let chunk = json!({
+                    "id": "chatcmpl-test", "object": "chat.completion.chunk", "created": 0, "model": FAKE_MODEL,
+                    "choices": [{"index": 0, "delta": {"content": format!("t{i} ")}, "finish_reason": null}]
+                });
+                format!("data: {chunk}\n\n")
+            };
+            Some((Ok::<_, std::convert::Infallible>(text), i + 1))
+        }
+    });
+    Response::builder()
+        .header("content-type", "text/event-stream")
+        .body(axum::body::Body::from_stream(chunks))
+        .unwrap_or_else(|_| StatusCode::INTERNAL_SERVER_ERROR.into_response())
 }

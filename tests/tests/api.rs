@@ -109,7 +109,7 @@ async fn post_answers_201_with_location_and_every_field() {
     assert_eq!(
         w["health"],
         json!({"path": "/health", "interval": "5s", "timeout": "2s",
-               "success_threshold": 2, "failure_threshold": 3, "disable": false})
+               "success_threshold": 2, "failure_threshold": 3, "disable": false, "kind": "http"})
     );
     assert_eq!(w["status"], "pending");
     assert_eq!(w["routable"], false);

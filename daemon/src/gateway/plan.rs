@@ -13,8 +13,12 @@ pub struct GatewayWorker {
     pub id: String,
     /// Its URL as the gateway reports it.
     pub url: String,
-    /// Whether it carries [`MANAGED_LABEL`].
+    /// Whether it carries [`MANAGED_LABEL`] (or, for a gateway that keeps no labels,
+    /// whether the adapter counts it as its own; see [`super::smg`]).
     pub managed: bool,
+    /// The gateway lists it without an id and without labels (vllm-router): it is
+    /// named by its URL, and [`MANAGED_LABEL`] cannot be read back.
+    pub unlabeled: bool,
 }
 
 /// What to change in the gateway.
@@ -64,6 +68,7 @@ mod tests {
             id: id.into(),
             url: url.into(),
             managed,
+            unlabeled: false,
         }
     }
 
