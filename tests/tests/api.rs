@@ -151,7 +151,7 @@ async fn post_answers_201_with_location_and_every_field() {
     assert_eq!(
         w["health"],
         json!({"path": "/v1/models", "interval": "500ms", "timeout": "1s",
-               "success_threshold": 1, "failure_threshold": 4, "disable": true})
+               "success_threshold": 1, "failure_threshold": 4, "disable": true, "kind": "http"})
     );
     assert_eq!(
         (w["status"].clone(), w["routable"].clone()),

@@ -352,6 +352,6 @@ async fn configuration_precedence_is_flag_then_env_then_file() {
     assert_eq!(
         w["health"],
         json!({"path": "/from-env", "interval": "7s", "timeout": "3s",
-               "success_threshold": 2, "failure_threshold": 5, "disable": true})
+               "success_threshold": 2, "failure_threshold": 5, "disable": true, "kind": "http"})
     );
 }
