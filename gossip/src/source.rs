@@ -1,5 +1,5 @@
 //! The interface between the daemon's cluster sync and whatever disseminates state:
-//! real chitchat ([`crate::node::GossipHandle`]) in the agent, or a seeded model of
+//! real chitchat (`GossipHandle`, in the `node` module) in the agent, or a seeded model of
 //! scuttlebutt in the deterministic simulator. Both hand the daemon the same decoded
 //! [`ClusterSnapshot`] and take the same typed [`Publication`].
 
