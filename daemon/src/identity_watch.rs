@@ -2,7 +2,7 @@
 //! crate's [`IdentityGuard`] from chitchat's state on every sync round, holds the
 //! cluster sync back until the node has joined, and on refusal makes the node say so
 //! (`/v1/ready` 503 `refused`, an error in the log every [`REPEAT_LOG`]) and leave
-//! gossip, so that the process already in the cluster keeps its membership, views and
+//! gossip after a few heartbeats (so the other process reports it too), so that the process already in the cluster keeps its membership, views and
 //! verdicts.
 
 use crate::metrics::Metrics;
@@ -65,9 +65,16 @@ impl IdentityWatch {
                 metrics.identity_refused();
                 tracing::error!(reason = %reason, "node refused: not joining the cluster; /v1/ready answers 503 refused until this process is restarted");
                 self.readiness.refuse(reason);
-                // Leave gossip: the other process's membership and state stay as they are,
-                // and this instance ages out of every peer's view.
-                self.gossip.abort();
+                // Leave gossip after a few more heartbeats (publishing nothing: the sync
+                // stops here), so that the process this one stepped back for sees a
+                // live rival and reports it too; then this instance ages out of every
+                // peer's view, and the other's membership and state stay as they are.
+                let gossip = Arc::clone(&self.gossip);
+                let linger = self.guard.refused_linger();
+                tokio::spawn(async move {
+                    tokio::time::sleep(linger).await;
+                    gossip.abort();
+                });
                 Step::Refused
             }
             Phase::Checking => Step::Wait,

@@ -17,7 +17,9 @@
 //!   [`SETTLE_ROUNDS`] gossip rounds go by, or it has no seeds, or no peer answered in
 //!   [`ALONE_ROUNDS`] rounds. Until [`JOIN_WINDOW`] after joining, a rival that started
 //!   earlier (smaller generation, then smaller address) makes this node **refuse**
-//!   itself: it reports not ready with the reason and leaves gossip. A rival that
+//!   itself: it reports not ready with the reason, keeps heartbeating for
+//!   [`REFUSED_LINGER_ROUNDS`] rounds so that the rival sees and reports it, and
+//!   leaves gossip. A rival that
 //!   started later is left to refuse itself.
 //! - After the join window a node is **established** and never steps back: a rival is
 //!   logged as an error while it lasts, whatever generation it claims (an impostor can
@@ -38,6 +40,11 @@ pub const SETTLE_ROUNDS: u32 = 8;
 pub const ALONE_ROUNDS: u32 = 20;
 /// How long after joining a node still steps back for a rival that started earlier.
 pub const JOIN_WINDOW: Duration = Duration::from_secs(30);
+/// Gossip rounds a refused node keeps heartbeating (publishing nothing) before it
+/// leaves gossip, so that the process it stepped back for sees its heartbeat advance
+/// [`RIVAL_ADVANCES`] times and reports it: two processes with one id are an
+/// operator's problem on both hosts, not only on the one that stepped back.
+pub const REFUSED_LINGER_ROUNDS: u32 = 10;
 
 /// Another chitchat instance under this node's id.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -102,6 +109,12 @@ impl IdentityGuard {
             seen: HashMap::new(),
             phase: Phase::Checking,
         }
+    }
+
+    /// How long a refused node keeps heartbeating before it leaves gossip
+    /// ([`REFUSED_LINGER_ROUNDS`] rounds).
+    pub fn refused_linger(&self) -> Duration {
+        self.interval * REFUSED_LINGER_ROUNDS
     }
 
     /// The current phase.
