@@ -61,13 +61,16 @@ impl HealthSettings {
         }
     }
 
-    /// The settings of `spec` on a node with defaults `d`. A worker without a
-    /// `model_id` cannot be checked with `models` (SPEC S3): when that kind comes from
-    /// the node's default rather than the worker's own spec (which the validator
-    /// refuses), it is probed with `http`.
+    /// The settings of `spec` on a node with defaults `d` (SPEC S3). A `grpc://`
+    /// worker is checked with `grpc` whatever the node's default (the validator refuses
+    /// another kind in its own spec). A worker without a `model_id` cannot be checked
+    /// with `models`: when that kind comes from the node's default rather than the
+    /// worker's own spec (which the validator refuses), it is probed with `http`.
     pub fn for_spec(spec: &WorkerSpec, d: &ProbeDefaults) -> HealthSettings {
         let mut h = HealthSettings::resolve(&spec.health, d);
-        if h.kind == ProbeKind::Models && spec.model_id.is_none() {
+        if spec.url.is_grpc() {
+            h.kind = ProbeKind::Grpc;
+        } else if h.kind == ProbeKind::Models && spec.model_id.is_none() {
             h.kind = ProbeKind::Http;
         }
         h
@@ -145,5 +148,38 @@ mod tests {
         let h = HealthSettings::resolve(&HealthOverrides::default(), &broken);
         assert_eq!(h.interval, MIN_PROBE_INTERVAL);
         assert_eq!(h.thresholds.success, 1);
+    }
+
+    #[test]
+    fn the_kind_follows_the_spec_then_the_url_then_the_node() {
+        let spec = |url: &str, model: Option<&str>, kind: Option<ProbeKind>| {
+            let mut s = WorkerSpec::new(probemesh_gossip::model::WorkerUrl::parse(url).unwrap());
+            s.model_id = model.map(str::to_string);
+            s.health.kind = kind;
+            s
+        };
+        let node = |kind| ProbeDefaults {
+            kind,
+            ..ProbeDefaults::default()
+        };
+        let http = node(ProbeKind::Http);
+        let models = node(ProbeKind::Models);
+        let k = |s: &WorkerSpec, d: &ProbeDefaults| HealthSettings::for_spec(s, d).kind;
+        assert_eq!(k(&spec("http://h:1", None, None), &http), ProbeKind::Http);
+        assert_eq!(
+            k(&spec("http://h:1", None, Some(ProbeKind::Grpc)), &http),
+            ProbeKind::Grpc
+        );
+        assert_eq!(k(&spec("grpc://h:1", None, None), &http), ProbeKind::Grpc);
+        assert_eq!(
+            k(&spec("grpc://h:1", Some("m"), None), &models),
+            ProbeKind::Grpc
+        );
+        assert_eq!(
+            k(&spec("http://h:1", Some("m"), None), &models),
+            ProbeKind::Models
+        );
+        // The node's default `models` cannot check a worker without a model_id.
+        assert_eq!(k(&spec("http://h:1", None, None), &models), ProbeKind::Http);
     }
 }

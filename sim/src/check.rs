@@ -139,10 +139,7 @@ mod tests {
         let m = Reachability::new();
         let c = SimChecker::new("node-00", Arc::clone(&m), None);
         let url = url::Url::parse("http://10.0.0.1:8000/health").unwrap();
-        let target = Target {
-            url: url.clone(),
-            timeout: Duration::from_secs(2),
-        };
+        let target = Target::http(url.clone(), Duration::from_secs(2));
         assert_eq!(c.check(&target).await.result, ProbeResult::Ok(200));
         m.block("node-00", &authority(&url), Failure::Timeout);
         let t0 = tokio::time::Instant::now();

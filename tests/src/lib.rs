@@ -14,8 +14,10 @@
 //!   container test, removed on drop; the image builds;
 //! - [`kube`]: rendering and validating the Kubernetes manifests offline;
 //! - [`tls_worker`]: [`tls_worker::TlsWorker`], an HTTPS worker for TLS-root checks;
+//! - [`grpc_worker`]: [`grpc_worker::GrpcWorker`], a gRPC health server (Python grpcio);
 //! - [`webdriver`]: [`webdriver::Browser`], headless chromium over WebDriver;
-//! - [`pytools`]: PyPI tools (schemathesis) in a venv under the target directory;
+//! - [`pytools`]: PyPI tools (schemathesis, grpcio-health-checking) in venvs under the
+//!   target directory;
 //! - [`routers`]: vllm-router and sglang-router from PyPI in a cached venv;
 //! - [`rules`]: metric names used by the alert rules and the dashboard.
 //!
@@ -27,6 +29,7 @@ pub mod agent;
 pub mod binary;
 pub mod cluster;
 pub mod docker;
+pub mod grpc_worker;
 pub mod http;
 pub mod kube;
 pub mod limits;

@@ -8,6 +8,8 @@ use std::process::Command;
 
 /// The schemathesis release the API tests run.
 pub const SCHEMATHESIS_VERSION: &str = "4.32.5";
+/// The grpcio-health-checking release the gRPC probe tests serve health with.
+pub const GRPC_HEALTH_VERSION: &str = "1.85.1";
 
 fn target_dir() -> PathBuf {
     std::env::var_os("CARGO_TARGET_DIR")
@@ -61,4 +63,10 @@ pub fn venv_with(package: &str, version: &str) -> Result<PathBuf, String> {
 /// The `st` executable of schemathesis.
 pub fn schemathesis() -> Result<PathBuf, String> {
     venv_with("schemathesis", SCHEMATHESIS_VERSION).map(|d| d.join("bin/st"))
+}
+
+/// The `python3` of a venv with grpcio-health-checking (for
+/// `tests/fixtures/grpc_health_worker.py`).
+pub fn grpc_health_python() -> Result<PathBuf, String> {
+    venv_with("grpcio-health-checking", GRPC_HEALTH_VERSION).map(|d| d.join("bin/python3"))
 }

@@ -37,6 +37,9 @@ struct Inner {
     requests: AtomicU64,
     per_path: Mutex<HashMap<String, u64>>,
     answers: Mutex<HashMap<u16, u64>>,
+    /// The model ids `GET …/v1/models` lists (an OpenAI-style listing); `None`: that
+    /// path answers like any other.
+    models: Mutex<Option<Vec<String>>>,
     changed: watch::Sender<u64>,
 }
 
@@ -75,6 +78,17 @@ async fn handle(State(inner): State<Arc<Inner>>, uri: Uri) -> Response {
         if let Some(code) = inner.decide() {
             *lock(&inner.answers).entry(code).or_insert(0) += 1;
             let status = StatusCode::from_u16(code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+            if status.is_success()
+                && uri.path().ends_with("/v1/models")
+                && let Some(models) = lock(&inner.models).clone()
+            {
+                let data: Vec<serde_json::Value> = models
+                    .iter()
+                    .map(|id| serde_json::json!({"id": id, "object": "model", "owned_by": "test"}))
+                    .collect();
+                let listing = serde_json::json!({"object": "list", "data": data});
+                return (status, axum::Json(listing)).into_response();
+            }
             let body = if status.is_success() {
                 "ok"
             } else {
@@ -112,6 +126,7 @@ impl TestWorker {
             requests: AtomicU64::new(0),
             per_path: Mutex::new(HashMap::new()),
             answers: Mutex::new(HashMap::new()),
+            models: Mutex::new(None),
             changed,
         });
         let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -148,6 +163,11 @@ impl TestWorker {
     /// The port.
     pub fn port(&self) -> u16 {
         self.port
+    }
+
+    /// Makes `GET …/v1/models` list exactly `ids` (while the mode answers 2xx).
+    pub fn set_models(&self, ids: &[&str]) {
+        *lock(&self.inner.models) = Some(ids.iter().map(|s| s.to_string()).collect());
     }
 
     /// Changes how requests are answered, including requests held right now.

@@ -159,18 +159,8 @@ pub(super) fn admin_max_connections(s: &str) -> Result<u32, String> {
 
 /// `probe_kind`: `http`, `models` or `grpc`.
 pub(super) fn probe_kind(s: &str) -> Result<probemesh_gossip::model::ProbeKind, String> {
-    match probemesh_gossip::model::ProbeKind::parse(s.trim()) {
-        Some(probemesh_gossip::model::ProbeKind::Http) => {
-            Ok(probemesh_gossip::model::ProbeKind::Http)
-        }
-        Some(k) => Err(format!(
-            "`{s}`: {} health checks are not available in this build yet; use http",
-            k.as_str()
-        )),
-        None => Err(format!(
-            "`{s}` is not a probe kind; this build probes with http"
-        )),
-    }
+    probemesh_gossip::model::ProbeKind::parse(s.trim())
+        .ok_or_else(|| format!("`{s}` is not a probe kind; use http, models or grpc"))
 }
 
 /// `fence_ratio`: a number from 0 (self-fencing off) to 1.

@@ -217,7 +217,7 @@ pub const PROBE_PATH: Key<String> = Key {
 pub const PROBE_KIND: Key<ProbeKind> = Key {
     name: "probe_kind",
     value_name: "KIND",
-    help: "What a probe checks when a worker does not say: http (GET url + path, any 2xx); models and grpc are not available in this build yet",
+    help: "What a probe checks when a worker does not say: http (GET url + path, any 2xx), models (GET url + /v1/models lists the worker's model_id; workers without one are checked with http) or grpc (grpc.health.v1 Check answers SERVING); grpc:// workers are always checked with grpc",
     file_type: FileType::String,
     parse: parse::probe_kind,
     default: default_probe_kind,

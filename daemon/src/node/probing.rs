@@ -4,16 +4,22 @@ use super::Node;
 use crate::lifecycle::eviction::retry_delay;
 use crate::lifecycle::state_machine::Outcome;
 use crate::probe::check::{LocalResource, ProbeReport, ProbeResult};
-use crate::probe::{NextStep, ProbeHost, Target};
+use crate::probe::{Expect, NextStep, ProbeHost, Target};
 use crate::registry::LastProbe;
-use probemesh_gossip::model::{Status, WorkerId};
+use probemesh_gossip::model::{ProbeKind, Status, WorkerId};
+use std::sync::Arc;
 use std::time::Duration;
 
+/// The listing a `models` probe requests (SPEC S3), under the worker URL's own path.
+pub const MODELS_PATH: &str = "/v1/models";
+
 impl Node {
-    /// What to probe for `generation` of `id`: the URL and timeout, or `None` when the
-    /// worker is gone, changed generation, is failed, has checks disabled or is outside
-    /// the allowlist. The URL is the worker's own scheme, host and port with only the
-    /// path set (SPEC S3, `WorkerUrl::probe_url`).
+    /// What to probe for `generation` of `id`: the URL, timeout and expected answer of
+    /// its probe kind, or `None` when the worker is gone, changed generation, is
+    /// failed, has checks disabled or is outside the allowlist. The URL is the worker's
+    /// own scheme, host and port with only the path set (SPEC S3,
+    /// `WorkerUrl::probe_url`; `models` requests [`MODELS_PATH`] and `health.path` is
+    /// not used; `grpc` dials the same host and port, `WorkerUrl::grpc_target`).
     pub fn probe_target(&self, id: &WorkerId, generation: u64) -> Option<Target> {
         let view = self.registry.read();
         let e = view.workers.get(id)?;
@@ -24,11 +30,24 @@ impl Node {
         {
             return None;
         }
-        let h = self.health(&e.reg.spec);
-        match e.reg.spec.url.probe_url(&h.path) {
-            Ok(url) => Some(Target {
+        let spec = &e.reg.spec;
+        let h = self.health(spec);
+        let planned = match (h.kind, &spec.model_id) {
+            (ProbeKind::Grpc, _) => spec.url.grpc_target().map(|u| (u, Expect::GrpcServing)),
+            (ProbeKind::Models, Some(model)) => spec
+                .url
+                .probe_url(MODELS_PATH)
+                .map(|u| (u, Expect::Model(Arc::from(model.as_str())))),
+            // `for_spec` never gives `models` without a model_id.
+            (ProbeKind::Http | ProbeKind::Models, _) => {
+                spec.url.probe_url(&h.path).map(|u| (u, Expect::Status))
+            }
+        };
+        match planned {
+            Ok((url, expect)) => Some(Target {
                 url,
                 timeout: h.timeout,
+                expect,
             }),
             Err(err) => {
                 // Every path was validated before it got here; if one was not, the

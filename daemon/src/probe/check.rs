@@ -1,5 +1,7 @@
 //! One health check: `GET url + path` with a timeout, over a kept connection when the
-//! worker has one. A failed probe is a value, not an error; each kind of failure gets
+//! worker has one; for `models`, the answer's listing must hold the worker's model
+//! ([`super::models`]); `grpc` goes to [`super::grpc`] after the same address
+//! resolution. A failed probe is a value, not an error; each kind of failure gets
 //! its own result name ([`ProbeResult`]). The URL comes from `WorkerUrl::probe_url`
 //! (the worker's own scheme, host and port), and the allowlist is checked on the
 //! address dialled ([`super::allow`], [`super::conn::Dialer::connect`]).
@@ -17,8 +19,10 @@ use super::allow::Allowlist;
 use super::conn::{DialError, Dialer, Stream};
 use super::dns::{DNS_TTL, ResolveError, Resolver};
 use super::http1::{self, ExchangeError, Outcome};
+use super::models::lists_model;
 use super::origin::{Host, Origin};
 use super::pool::{IDLE_TIMEOUT, Idle, Pool};
+use super::ports::{Expect, Target};
 pub use super::result::{LocalResource, ProbeReport, ProbeResult, local_resource};
 use rustls::pki_types::CertificateDer;
 use std::error::Error as StdError;
@@ -85,10 +89,17 @@ struct Inner {
 }
 
 /// What a probe's request names: path (and query), and `Host`: the URL's host and
-/// port as the URL serializes them (a default port left out).
+/// port as the URL serializes them (a default port left out); for `models`, the model
+/// id the listing must hold.
 struct Head<'a> {
     path: &'a str,
     host: &'a str,
+    model: Option<&'a str>,
+}
+
+/// The host and port of `url` as it serializes them (`Host`, `:authority`).
+fn head_host(url: &reqwest::Url) -> &str {
+    &url[url::Position::BeforeHost..url::Position::AfterPort]
 }
 
 /// The addresses a probe may use: one literal, or a name's answer.
@@ -128,16 +139,25 @@ impl Checker {
         })
     }
 
-    /// Probes `url` once.
+    /// Probes `url` once with an `http` check (any 2xx).
     pub async fn probe(&self, url: &reqwest::Url, timeout: Duration) -> ProbeReport {
+        self.check_target(&Target::http(url.clone(), timeout)).await
+    }
+
+    /// Probes `target` once with its kind of check (SPEC S3).
+    pub async fn check_target(&self, target: &Target) -> ProbeReport {
         let start = Instant::now();
+        let url = &target.url;
         let result = match Origin::of(url) {
             None => ProbeResult::Error,
             Some(_) if !self.inner.allow.permits(url) => ProbeResult::NotAllowed,
-            Some(origin) => match tokio::time::timeout(timeout, self.attempt(origin, url)).await {
-                Ok(r) => r,
-                Err(_) => ProbeResult::Timeout,
-            },
+            Some(origin) => {
+                let attempt = self.attempt(origin, url, &target.expect, target.timeout);
+                match tokio::time::timeout(target.timeout, attempt).await {
+                    Ok(r) => r,
+                    Err(_) => ProbeResult::Timeout,
+                }
+            }
         };
         ProbeReport {
             result,
@@ -157,7 +177,13 @@ impl Checker {
         self.inner.pool.len()
     }
 
-    async fn attempt(&self, origin: Origin, url: &reqwest::Url) -> ProbeResult {
+    async fn attempt(
+        &self,
+        origin: Origin,
+        url: &reqwest::Url,
+        expect: &Expect,
+        timeout: Duration,
+    ) -> ProbeResult {
         let inner = &*self.inner;
         let addrs = match &origin.host {
             Host::Ip(ip) => Addrs::One([*ip]),
@@ -168,7 +194,21 @@ impl Checker {
         };
         let head = Head {
             path: &url[url::Position::BeforePath..],
-            host: &url[url::Position::BeforeHost..url::Position::AfterPort],
+            host: head_host(url),
+            model: match expect {
+                Expect::Status => None,
+                Expect::Model(m) => Some(m),
+                Expect::GrpcServing => {
+                    return super::grpc::check(
+                        &inner.dialer,
+                        &origin,
+                        addrs.as_slice(),
+                        head_host(url),
+                        timeout,
+                    )
+                    .await;
+                }
+            },
         };
         if let Some(idle) = inner.pool.take(&origin)
             && addrs.as_slice().contains(&idle.peer.ip())
@@ -201,12 +241,25 @@ impl Checker {
         let pool = &self.inner.pool;
         let close = !reused && !pool.has_room(origin);
         let req = http1::request(head.path, head.host, close);
-        match http1::exchange(&mut stream, &req, close).await {
-            Outcome::Answer { status, reusable } => {
+        let keep_body = head.model.is_some();
+        match http1::exchange(&mut stream, &req, close, keep_body).await {
+            Outcome::Answer {
+                status,
+                reusable,
+                body,
+            } => {
                 if reusable {
                     pool.put(origin.clone(), Idle::new(stream, peer));
                 }
-                Some(ProbeResult::of_status(status))
+                let result = ProbeResult::of_status(status);
+                Some(match head.model {
+                    Some(model)
+                        if result.is_success() && !body.is_some_and(|b| lists_model(&b, model)) =>
+                    {
+                        ProbeResult::ModelMismatch
+                    }
+                    _ => result,
+                })
             }
             Outcome::NoAnswer(_) if reused => None,
             Outcome::NoAnswer(e) | Outcome::BodyFailed(e) => Some(classify_exchange(&e)),
@@ -215,8 +268,8 @@ impl Checker {
 }
 
 impl super::ports::Check for Checker {
-    async fn check(&self, target: &super::ports::Target) -> ProbeReport {
-        self.probe(&target.url, target.timeout).await
+    async fn check(&self, target: &Target) -> ProbeReport {
+        self.check_target(target).await
     }
 
     fn forget(&self, target: &super::ports::Target) {

@@ -467,3 +467,80 @@ async fn an_https_url_answered_in_plain_http_is_a_tls_error() {
         ProbeResult::TlsError
     );
 }
+
+fn models_target(url: &reqwest::Url, model: &str) -> Target {
+    Target {
+        url: url.clone(),
+        timeout: T,
+        expect: Expect::Model(Arc::from(model)),
+    }
+}
+
+#[tokio::test]
+async fn a_models_listing_is_read_in_every_framing_and_must_name_the_model() {
+    let c = checker();
+    const LISTING: &str = r#"{"object":"list","data":[{"id":"m"}]}"#;
+    for (mode, answer) in [
+        (
+            Mode::KeepAlive,
+            "HTTP/1.1 200 OK\r\ncontent-length: 37\r\n\r\n{\"object\":\"list\",\"data\":[{\"id\":\"m\"}]}",
+        ),
+        (
+            Mode::KeepAlive,
+            "HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n10\r\n{\"object\":\"list\"\r\n15\r\n,\"data\":[{\"id\":\"m\"}]}\r\n0\r\n\r\n",
+        ),
+        (
+            Mode::CloseSilently,
+            "HTTP/1.1 200 OK\r\n\r\n{\"object\":\"list\",\"data\":[{\"id\":\"m\"}]}",
+        ),
+    ] {
+        assert_eq!(LISTING.len(), 37);
+        let (url, _) = worker(mode, answer).await;
+        assert_eq!(
+            c.check_target(&models_target(&url, "m")).await.result,
+            ProbeResult::Ok(200),
+            "{answer:?}"
+        );
+        assert_eq!(
+            c.check_target(&models_target(&url, "other")).await.result,
+            ProbeResult::ModelMismatch,
+            "{answer:?}"
+        );
+    }
+    // A non-2xx keeps its status; a 2xx that is no listing is a mismatch.
+    let (url, _) = worker(
+        Mode::KeepAlive,
+        "HTTP/1.1 503 x\r\ncontent-length: 0\r\n\r\n",
+    )
+    .await;
+    assert_eq!(
+        c.check_target(&models_target(&url, "m")).await.result,
+        ProbeResult::HttpStatus(503)
+    );
+    let (url, _) = worker(Mode::KeepAlive, OK).await;
+    assert_eq!(
+        c.check_target(&models_target(&url, "m")).await.result,
+        ProbeResult::ModelMismatch
+    );
+    // A listing past the kept-body bound is not read whole: it cannot list the model.
+    let big: &'static str = Box::leak(
+        format!(
+            "HTTP/1.1 200 OK\r\ncontent-length: {n}\r\n\r\n{{\"data\":[{{\"id\":\"m\"}}],\"x\":\"{pad}\"}}",
+            n = http1::MAX_KEPT_BODY + 1,
+            pad = "x".repeat(http1::MAX_KEPT_BODY + 1 - 27),
+        )
+        .into_boxed_str(),
+    );
+    let (url, seen) = worker(Mode::KeepAlive, big).await;
+    let kept = c.idle_connections();
+    assert_eq!(
+        c.check_target(&models_target(&url, "m")).await.result,
+        ProbeResult::ModelMismatch
+    );
+    assert_eq!(seen.accepted(), 1);
+    assert_eq!(
+        c.idle_connections(),
+        kept,
+        "the over-long answer's connection is not kept"
+    );
+}

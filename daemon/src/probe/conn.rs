@@ -129,11 +129,21 @@ pub enum DialError {
     Tls(#[source] io::Error),
 }
 
+/// What a connection will carry, which TLS negotiates (ALPN).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Protocol {
+    /// HTTP/1.1 (`http` and `models` probes).
+    Http1,
+    /// HTTP/2 (`grpc` probes).
+    Http2,
+}
+
 /// Opens probe connections.
 #[derive(Clone)]
 pub struct Dialer {
     allow: Allowlist,
     tls: TlsConnector,
+    tls_h2: TlsConnector,
 }
 
 impl std::fmt::Debug for Dialer {
@@ -164,10 +174,13 @@ impl Dialer {
             .dangerous()
             .with_custom_certificate_verifier(Arc::new(verifier))
             .with_no_client_auth();
+        let mut h2 = config.clone();
         config.alpn_protocols = vec![b"http/1.1".to_vec()];
+        h2.alpn_protocols = vec![b"h2".to_vec()];
         Ok(Dialer {
             allow,
             tls: TlsConnector::from(Arc::new(config)),
+            tls_h2: TlsConnector::from(Arc::new(h2)),
         })
     }
 
@@ -179,6 +192,16 @@ impl Dialer {
         origin: &Origin,
         addrs: &[IpAddr],
     ) -> Result<(Stream, SocketAddr), DialError> {
+        self.connect_for(origin, addrs, Protocol::Http1).await
+    }
+
+    /// [`Dialer::connect`] for a connection that will carry `protocol`.
+    pub async fn connect_for(
+        &self,
+        origin: &Origin,
+        addrs: &[IpAddr],
+        protocol: Protocol,
+    ) -> Result<(Stream, SocketAddr), DialError> {
         let mut last = None;
         for ip in addrs {
             let addr = SocketAddr::new(*ip, origin.port);
@@ -189,7 +212,7 @@ impl Dialer {
                 Ok(tcp) => {
                     // A probe is one small request: do not wait for Nagle.
                     let _ = tcp.set_nodelay(true);
-                    return Ok((self.wrap(origin, tcp).await?, addr));
+                    return Ok((self.wrap(origin, tcp, protocol).await?, addr));
                 }
                 Err(e) => last = Some(e),
             }
@@ -199,7 +222,12 @@ impl Dialer {
         })))
     }
 
-    async fn wrap(&self, origin: &Origin, tcp: TcpStream) -> Result<Stream, DialError> {
+    async fn wrap(
+        &self,
+        origin: &Origin,
+        tcp: TcpStream,
+        protocol: Protocol,
+    ) -> Result<Stream, DialError> {
         if !origin.tls {
             return Ok(Stream::Plain(tcp));
         }
@@ -208,7 +236,11 @@ impl Dialer {
             Host::Name(name) => ServerName::try_from(name.to_string())
                 .map_err(|e| DialError::Tls(io::Error::new(io::ErrorKind::InvalidInput, e)))?,
         };
-        let tls = self.tls.connect(name, tcp).await.map_err(DialError::Tls)?;
+        let connector = match protocol {
+            Protocol::Http1 => &self.tls,
+            Protocol::Http2 => &self.tls_h2,
+        };
+        let tls = connector.connect(name, tcp).await.map_err(DialError::Tls)?;
         Ok(Stream::Tls(Box::new(tls)))
     }
 }

@@ -18,10 +18,7 @@ struct Host {
 impl Host {
     fn add(&self, url: &reqwest::Url) -> WorkerId {
         let id = WorkerUrl::parse(url.as_str()).unwrap().id();
-        let target = Target {
-            url: url.clone(),
-            timeout: Duration::from_secs(5),
-        };
+        let target = Target::http(url.clone(), Duration::from_secs(5));
         self.targets.lock().unwrap().insert(id.clone(), target);
         id
     }

@@ -16,6 +16,10 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 /// Largest health body read; past it the rest is not read and the connection is not
 /// kept.
 pub const MAX_BODY: usize = 64 * 1024;
+/// Largest body kept when the check reads it (a `models` listing: a few hundred bytes
+/// per model, so room for thousands of adapters); past it the answer counts as
+/// incomplete.
+pub const MAX_KEPT_BODY: usize = 1024 * 1024;
 /// The first read's size: a health answer (head and a short body, typically 100-300
 /// bytes) arrives in one `read`; a longer one grows the buffer by as much again.
 pub const READ_BUF: usize = 4096;
@@ -51,6 +55,9 @@ pub enum Outcome {
         status: u16,
         /// Whether the connection can be kept.
         reusable: bool,
+        /// The body, when the exchange was asked to keep it and it was read whole
+        /// within [`MAX_KEPT_BODY`]; `None` otherwise.
+        body: Option<Vec<u8>>,
     },
     /// No answer head arrived: the connection failed (closed, reset, malformed answer)
     /// before it. On a kept connection this is retried once on a new one.
@@ -102,15 +109,27 @@ struct Head {
     framing: Framing,
 }
 
-/// The answer's bytes as read so far; `pos` is where the next unread byte is.
+/// The answer's bytes as read so far; `pos` is where the next unread byte is. With a
+/// `sink`, the body's bytes are copied into it as they are passed over.
 struct Reader {
     buf: Vec<u8>,
     pos: usize,
+    sink: Option<Vec<u8>>,
+    /// Body bytes read at most.
+    limit: usize,
 }
 
 impl Reader {
     fn unread(&self) -> &[u8] {
         &self.buf[self.pos..]
+    }
+
+    /// Passes over `n` buffered body bytes, keeping them when there is a sink.
+    fn consume(&mut self, n: usize) {
+        if let Some(sink) = &mut self.sink {
+            sink.extend_from_slice(&self.buf[self.pos..self.pos + n]);
+        }
+        self.pos += n;
     }
 
     /// Reads more from `stream`; an end of stream is [`ExchangeError::Closed`].
@@ -158,7 +177,8 @@ impl Reader {
             }
             let have = u64::try_from(self.buf.len() - self.pos).unwrap_or(u64::MAX);
             let take = have.min(n);
-            self.pos += usize::try_from(take).unwrap_or(usize::MAX);
+            // `take` is at most what is buffered, so it fits in a usize.
+            self.consume(usize::try_from(take).unwrap_or(0));
             n -= take;
         }
         Ok(())
@@ -178,10 +198,10 @@ impl Reader {
         }
     }
 
-    /// Reads a body as `framing` says, at most [`MAX_BODY`] bytes of it; returns
-    /// whether it was read to its end.
+    /// Reads a body as `framing` says, at most `limit` bytes of it; returns whether it
+    /// was read to its end.
     async fn body(&mut self, stream: &mut Stream, framing: Framing) -> Result<bool, ExchangeError> {
-        let max = MAX_BODY as u64;
+        let max = self.limit as u64;
         match framing {
             Framing::Empty => Ok(true),
             Framing::Length(n) => {
@@ -191,8 +211,12 @@ impl Reader {
             Framing::UntilClose => {
                 let mut read = 0u64;
                 while read <= max {
-                    read += (self.buf.len() - self.pos) as u64;
-                    self.pos = self.buf.len();
+                    let have = self.buf.len() - self.pos;
+                    read += have as u64;
+                    if read > max {
+                        break;
+                    }
+                    self.consume(have);
                     match self.fill(stream).await {
                         Ok(()) => {}
                         Err(ExchangeError::Closed) => return Ok(true),
@@ -304,8 +328,14 @@ fn tokens(value: &str) -> impl Iterator<Item = &str> {
 }
 
 /// Sends `request` on `stream` and reads the answer (its body bounded by
-/// [`MAX_BODY`]). `asked_close`: the request said `Connection: close`.
-pub async fn exchange(stream: &mut Stream, request: &[u8], asked_close: bool) -> Outcome {
+/// [`MAX_BODY`], or by [`MAX_KEPT_BODY`] and kept when `keep_body`). `asked_close`:
+/// the request said `Connection: close`.
+pub async fn exchange(
+    stream: &mut Stream,
+    request: &[u8],
+    asked_close: bool,
+    keep_body: bool,
+) -> Outcome {
     let sent = async {
         stream.write_all(request).await?;
         stream.flush().await
@@ -316,6 +346,8 @@ pub async fn exchange(stream: &mut Stream, request: &[u8], asked_close: bool) ->
     let mut r = Reader {
         buf: Vec::with_capacity(READ_BUF),
         pos: 0,
+        sink: keep_body.then(Vec::new),
+        limit: if keep_body { MAX_KEPT_BODY } else { MAX_BODY },
     };
     let head = match r.head(stream).await {
         Ok(head) => head,
@@ -329,6 +361,7 @@ pub async fn exchange(stream: &mut Stream, request: &[u8], asked_close: bool) ->
                 && !asked_close
                 && head.framing != Framing::UntilClose
                 && r.unread().is_empty(),
+            body: r.sink.take().filter(|_| complete),
         },
         Err(e) => Outcome::BodyFailed(e),
     }

@@ -20,7 +20,9 @@ pub mod allow;
 pub mod check;
 pub mod conn;
 pub mod dns;
+pub(crate) mod grpc;
 pub mod http1;
+pub mod models;
 pub mod origin;
 pub mod pool;
 pub mod ports;
@@ -31,7 +33,7 @@ mod test_worker;
 
 use futures_util::FutureExt;
 use futures_util::stream::{FuturesUnordered, StreamExt};
-pub use ports::{Check, NextStep, ProbeHost, Target};
+pub use ports::{Check, Expect, NextStep, ProbeHost, Target};
 use probemesh_gossip::model::WorkerId;
 use rand::rngs::StdRng;
 use result::ProbeReport;

@@ -5,16 +5,41 @@
 use super::result::ProbeReport;
 use probemesh_gossip::model::WorkerId;
 use std::future::Future;
+use std::sync::Arc;
 use std::time::Duration;
 
-/// What one probe dials, and how long it may take.
+/// What one probe dials, what it checks, and how long it may take.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Target {
-    /// The worker's own scheme, host and port with the health path
-    /// (`WorkerUrl::probe_url`).
+    /// The worker's own scheme, host and port with the path the check requests
+    /// (`WorkerUrl::probe_url`; for `grpc`, `WorkerUrl::grpc_target`).
     pub url: reqwest::Url,
     /// The probe timeout.
     pub timeout: Duration,
+    /// What the answer must show (SPEC S3 probe kinds).
+    pub expect: Expect,
+}
+
+impl Target {
+    /// An `http` probe of `url`: any 2xx answer is a success.
+    pub fn http(url: reqwest::Url, timeout: Duration) -> Target {
+        Target {
+            url,
+            timeout,
+            expect: Expect::Status,
+        }
+    }
+}
+
+/// What a probe's answer must show to be a success (SPEC S3).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Expect {
+    /// `http`: any 2xx.
+    Status,
+    /// `models`: a 2xx whose listing's `data[].id` holds this model id.
+    Model(Arc<str>),
+    /// `grpc`: `grpc.health.v1.Health/Check` answers `SERVING`.
+    GrpcServing,
 }
 
 /// What the engine does after a result was recorded.

@@ -7,7 +7,8 @@ use std::time::Duration;
 /// What a probe found.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ProbeResult {
-    /// A 2xx answer.
+    /// A success: a 2xx answer with this code (for `grpc`, a `SERVING` answer, which
+    /// comes in HTTP/2's 200).
     Ok(u16),
     /// A non-2xx answer.
     HttpStatus(u16),
@@ -23,6 +24,23 @@ pub enum ProbeResult {
     Error,
     /// The address it would dial is outside `--allow-worker-cidr`: nothing was sent.
     NotAllowed,
+    /// `models`: a 2xx listing that does not hold the worker's `model_id` (or is not a
+    /// model listing at all).
+    ModelMismatch,
+    /// `grpc`: the health service answered `NOT_SERVING`.
+    NotServing,
+    /// `grpc`: the health service answered `UNKNOWN` (or a status this client does not
+    /// know).
+    ServingUnknown,
+    /// `grpc`: the server has no health status for the service asked about (status
+    /// `NOT_FOUND`).
+    UnknownService,
+    /// `grpc`: the call failed with another gRPC status (its code, e.g. 12
+    /// `UNIMPLEMENTED` for a server without the health service).
+    GrpcStatus(i32),
+    /// `grpc`: the connection was made but HTTP/2 or gRPC framing failed (a server
+    /// that does not speak gRPC, a reset stream).
+    Transport,
     /// This node ran out of a local resource before the worker was reached: the node's
     /// fault, never counted against the worker (SPEC S13).
     Local(LocalResource),
@@ -82,15 +100,22 @@ impl ProbeResult {
             ProbeResult::TlsError => "tls_error",
             ProbeResult::Error => "error",
             ProbeResult::NotAllowed => "not_allowed",
+            ProbeResult::ModelMismatch => "model_mismatch",
+            ProbeResult::NotServing => "not_serving",
+            ProbeResult::ServingUnknown => "serving_unknown",
+            ProbeResult::UnknownService => "unknown_service",
+            ProbeResult::GrpcStatus(_) => "grpc_error",
+            ProbeResult::Transport => "transport_error",
             ProbeResult::Local(_) => "local_error",
         }
     }
 
     /// The `last_result` shown in the API: the class, with the status code for HTTP
-    /// errors (`http_503`).
+    /// errors (`http_503`) and the code's name for gRPC ones (`grpc_unimplemented`).
     pub fn describe(self) -> String {
         match self {
             ProbeResult::HttpStatus(code) => format!("http_{code}"),
+            ProbeResult::GrpcStatus(code) => format!("grpc_{}", grpc_code_name(code)),
             ProbeResult::Local(r) => format!("local_{}", r.as_str()),
             other => other.class().to_string(),
         }
@@ -104,6 +129,34 @@ impl ProbeResult {
             ProbeResult::HttpStatus(status)
         }
     }
+}
+
+/// The name of a gRPC status code in `last_result` (the codes of the gRPC spec, lower
+/// case), or the number for one outside it.
+fn grpc_code_name(code: i32) -> String {
+    const NAMES: [&str; 17] = [
+        "ok",
+        "cancelled",
+        "unknown",
+        "invalid_argument",
+        "deadline_exceeded",
+        "not_found",
+        "already_exists",
+        "permission_denied",
+        "resource_exhausted",
+        "failed_precondition",
+        "aborted",
+        "out_of_range",
+        "unimplemented",
+        "internal",
+        "unavailable",
+        "data_loss",
+        "unauthenticated",
+    ];
+    usize::try_from(code)
+        .ok()
+        .and_then(|i| NAMES.get(i))
+        .map_or_else(|| code.to_string(), |n| (*n).to_string())
 }
 
 /// A probe's result and how long it took.
@@ -146,12 +199,21 @@ mod tests {
             ProbeResult::TlsError,
             ProbeResult::Error,
             ProbeResult::NotAllowed,
+            ProbeResult::ModelMismatch,
+            ProbeResult::NotServing,
+            ProbeResult::ServingUnknown,
+            ProbeResult::UnknownService,
+            ProbeResult::GrpcStatus(12),
+            ProbeResult::Transport,
             ProbeResult::Local(LocalResource::Descriptors),
             ProbeResult::Local(LocalResource::Ports),
         ];
         let names: std::collections::HashSet<String> = all.iter().map(|r| r.describe()).collect();
         assert_eq!(names.len(), all.len());
         assert_eq!(ProbeResult::HttpStatus(503).describe(), "http_503");
+        assert_eq!(ProbeResult::GrpcStatus(12).describe(), "grpc_unimplemented");
+        assert_eq!(ProbeResult::GrpcStatus(99).describe(), "grpc_99");
+        assert_eq!(ProbeResult::GrpcStatus(-1).describe(), "grpc_-1");
         assert!(all.iter().filter(|r| r.is_success()).count() == 1);
         assert_eq!(ProbeResult::of_status(299), ProbeResult::Ok(299));
         assert_eq!(ProbeResult::of_status(302), ProbeResult::HttpStatus(302));

@@ -213,6 +213,8 @@ pub fn url(raw: &str) -> Result<WorkerUrl, InvalidField> {
             UrlError::NoHost { url } => UrlError::NoHost { url: quoted(&url) },
             UrlError::Userinfo { url } => UrlError::Userinfo { url: quoted(&url) },
             UrlError::QueryOrFragment { url } => UrlError::QueryOrFragment { url: quoted(&url) },
+            UrlError::GrpcPort { url } => UrlError::GrpcPort { url: quoted(&url) },
+            UrlError::GrpcPath { url } => UrlError::GrpcPath { url: quoted(&url) },
             too_long @ UrlError::TooLong { .. } => too_long,
         };
         InvalidField::new(Field::Url, e.to_string())
@@ -238,14 +240,13 @@ pub fn worker_spec(spec: &WorkerSpec) -> Result<(), InvalidField> {
             "`models` checks that the worker lists its model_id in GET /v1/models; give the worker a model_id, or use kind `http`",
         ));
     }
-    if let Some(kind @ (ProbeKind::Models | ProbeKind::Grpc)) = spec.health.kind {
-        // Until these checks are built, their kinds are refused everywhere (API, gossip,
-        // disk) rather than probed some other way: a worker is never ready on a check
-        // it did not get.
+    if spec.url.is_grpc()
+        && let Some(kind @ (ProbeKind::Http | ProbeKind::Models)) = spec.health.kind
+    {
         return Err(InvalidField::new(
             Field::HealthKind,
             format!(
-                "`{}` health checks are not available in this build yet; use kind `http` (for a model server, `\"health\": {{\"path\": \"/v1/models\"}}` checks that it answers its model list)",
+                "a grpc:// worker answers gRPC, not HTTP: kind `{}` cannot check it; leave health.kind out (grpc:// workers are checked with `grpc`) or register its HTTP address",
                 kind.as_str()
             ),
         ));

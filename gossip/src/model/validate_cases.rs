@@ -102,6 +102,14 @@ fn health(members: &str) -> Option<String> {
     body(&format!(r#""health":{{{members}}}"#))
 }
 
+/// Makes `r` a gRPC worker (`grpc://`), its id following its URL.
+fn grpc_worker(r: &mut Registration) {
+    if let Ok(url) = WorkerUrl::parse("grpc://10.0.0.1:50051") {
+        r.id = url.id();
+        r.spec.url = url;
+    }
+}
+
 fn labels_json(n: usize) -> String {
     let items: Vec<String> = (0..n).map(|i| format!(r#""k{i}":"v""#)).collect();
     format!(r#""labels":{{{}}}"#, items.join(","))
@@ -164,9 +172,13 @@ pub fn cases() -> Vec<Case> {
         case("failure threshold 0", Some(HealthFailureThreshold), |r| r.spec.health.failure_threshold = Some(0), health(r#""failure_threshold":0"#)),
         case("failure threshold over the maximum", Some(HealthFailureThreshold), |r| r.spec.health.failure_threshold = Some(1001), health(r#""failure_threshold":1001"#)),
         // health.kind
-        case("models kind with a model_id (not available in this build)", Some(HealthKind), |r| { r.spec.health.kind = Some(crate::model::ProbeKind::Models); r.spec.model_id = Some("m".into()) }, body(r#""model_id":"m","health":{"kind":"models"}"#)),
+        case("models kind with a model_id", ok, |r| { r.spec.health.kind = Some(crate::model::ProbeKind::Models); r.spec.model_id = Some("m".into()) }, body(r#""model_id":"m","health":{"kind":"models"}"#)),
         case("models kind without a model_id", Some(HealthKind), |r| r.spec.health.kind = Some(crate::model::ProbeKind::Models), health(r#""kind":"models""#)),
-        case("grpc kind (not available in this build)", Some(HealthKind), |r| r.spec.health.kind = Some(crate::model::ProbeKind::Grpc), health(r#""kind":"grpc""#)),
+        case("grpc kind on an http worker", ok, |r| r.spec.health.kind = Some(crate::model::ProbeKind::Grpc), health(r#""kind":"grpc""#)),
+        case("grpc worker", ok, grpc_worker, Some(r#"{"url":"grpc://10.0.0.1:50051"}"#.into())),
+        case("grpc worker with kind grpc", ok, |r| { grpc_worker(r); r.spec.health.kind = Some(crate::model::ProbeKind::Grpc) }, Some(r#"{"url":"grpc://10.0.0.1:50051","health":{"kind":"grpc"}}"#.into())),
+        case("grpc worker with kind http", Some(HealthKind), |r| { grpc_worker(r); r.spec.health.kind = Some(crate::model::ProbeKind::Http) }, Some(r#"{"url":"grpc://10.0.0.1:50051","health":{"kind":"http"}}"#.into())),
+        case("grpc worker with kind models", Some(HealthKind), |r| { grpc_worker(r); r.spec.model_id = Some("m".into()); r.spec.health.kind = Some(crate::model::ProbeKind::Models) }, Some(r#"{"url":"grpc://10.0.0.1:50051","model_id":"m","health":{"kind":"models"}}"#.into())),
         // health.path
         case("path of the maximum length", ok, |r| r.spec.health.path = Some(format!("/{}", "p".repeat(MAX_PATH_LEN - 1))), health(&format!(r#""path":"{long_path}""#))),
         case("path with percent-encoding and dots inside segments", ok, |r| r.spec.health.path = Some("/a..b/.well-known/x%20y".into()), health(r#""path":"/a..b/.well-known/x%20y""#)),
@@ -213,6 +225,8 @@ pub fn cases() -> Vec<Case> {
         url_case("url with user information", "http://u:p@10.0.0.1:8000"),
         url_case("url with a query", "http://10.0.0.1:8000/?a=1"),
         url_case("url without a host", "http://:8000"),
+        url_case("grpc url without a port", "grpc://10.0.0.1"),
+        url_case("grpc url with a path", "grpc://10.0.0.1:50051/v1"),
         // id, generation, owner: never client input
         case("id of another URL", Some(Id), |r| r.id = WorkerUrl::parse("http://10.0.0.2:8000").map(|u| u.id()).unwrap_or_else(|_| r.id.clone()), None),
         case("generation 0", Some(Generation), |r| r.generation = 0, None),

@@ -18,8 +18,8 @@ pub enum UrlError {
         /// The parser's reason.
         reason: String,
     },
-    /// A scheme other than http or https.
-    #[error("`{url}` uses the scheme `{scheme}`; only http and https workers can be probed")]
+    /// A scheme other than http, https or grpc.
+    #[error("`{url}` uses the scheme `{scheme}`; only http, https and grpc workers can be probed")]
     Scheme {
         /// The input as given.
         url: String,
@@ -48,6 +48,20 @@ pub enum UrlError {
         /// The input as given.
         url: String,
     },
+    /// A `grpc://` URL without a port (gRPC has no default port).
+    #[error("`{url}` has no port; gRPC has no default port, write it like grpc://10.0.0.5:50051")]
+    GrpcPort {
+        /// The input as given.
+        url: String,
+    },
+    /// A `grpc://` URL with a path (a gRPC server has none).
+    #[error(
+        "`{url}` has a path; a gRPC worker is a host and port, write it like grpc://10.0.0.5:50051"
+    )]
+    GrpcPath {
+        /// The input as given.
+        url: String,
+    },
     /// Longer than [`MAX_URL_LEN`].
     #[error("the URL is {len} bytes long; at most {MAX_URL_LEN} are accepted")]
     TooLong {
@@ -68,7 +82,9 @@ pub enum ProbeUrlError {
 }
 
 /// A worker's normalized base URL: scheme and host lower-cased, port explicit, no
-/// trailing slash, no user information, query or fragment.
+/// trailing slash, no user information, query or fragment. `grpc://host:port` (smg's
+/// form for gRPC workers, SPEC S3) is normalized like `http://` with the same host and
+/// port, and has no path.
 ///
 /// Invariant: the inner string is the output of [`WorkerUrl::parse`], so two URLs that
 /// name the same worker compare equal.
@@ -89,6 +105,9 @@ impl WorkerUrl {
             reason: e.to_string(),
         })?;
         let scheme = url.scheme();
+        if scheme == "grpc" {
+            return WorkerUrl::parse_grpc(input, &url);
+        }
         if scheme != "http" && scheme != "https" {
             return Err(UrlError::Scheme {
                 url: owned(),
@@ -111,6 +130,50 @@ impl WorkerUrl {
         Ok(WorkerUrl(format!("{scheme}://{host}:{port}{path}")))
     }
 
+    /// `grpc://host:port`: `url` crate parses a scheme it does not know with an opaque
+    /// host (no lower-casing, no IP parsing), so the host and port are normalized by
+    /// parsing the same authority as `http`.
+    fn parse_grpc(input: &str, url: &url::Url) -> Result<WorkerUrl, UrlError> {
+        let owned = || input.to_string();
+        if url.port().is_none() {
+            return Err(UrlError::GrpcPort { url: owned() });
+        }
+        if !url.path().trim_end_matches('/').is_empty() {
+            return Err(UrlError::GrpcPath { url: owned() });
+        }
+        let rest = input.split_once("://").map_or(input, |(_, r)| r);
+        let http = WorkerUrl::parse(&format!("http://{rest}")).map_err(|e| match e {
+            UrlError::Parse { reason, .. } => UrlError::Parse {
+                url: owned(),
+                reason,
+            },
+            UrlError::NoHost { .. } => UrlError::NoHost { url: owned() },
+            UrlError::Userinfo { .. } => UrlError::Userinfo { url: owned() },
+            UrlError::QueryOrFragment { .. } => UrlError::QueryOrFragment { url: owned() },
+            other => other,
+        })?;
+        let authority = http.0.trim_start_matches("http://");
+        Ok(WorkerUrl(format!("grpc://{authority}")))
+    }
+
+    /// Whether this is a `grpc://` URL (probed with `grpc` unless it says otherwise).
+    pub fn is_grpc(&self) -> bool {
+        self.0.starts_with("grpc://")
+    }
+
+    /// The URL a `grpc` probe dials: this URL's own host and port, as `http` for a
+    /// `grpc://` or `http://` worker (plaintext HTTP/2) and `https` for an `https://`
+    /// one (HTTP/2 over TLS), with the root path (a gRPC call names its own path).
+    pub fn grpc_target(&self) -> Result<url::Url, ProbeUrlError> {
+        let as_http = match self.0.strip_prefix("grpc://") {
+            Some(authority) => format!("http://{authority}"),
+            None => self.0.clone(),
+        };
+        let mut target = url::Url::parse(&as_http).map_err(|_| ProbeUrlError::Changed)?;
+        target.set_path("/");
+        Ok(target)
+    }
+
     /// The normalized URL.
     pub fn as_str(&self) -> &str {
         &self.0
@@ -131,8 +194,13 @@ impl WorkerUrl {
     /// [`crate::model::validate::health_path`], and the result is checked to have this
     /// URL's own scheme, host and port and nothing else, so no path can send a probe
     /// to another address or carry credentials.
+    /// A `grpc://` worker has no HTTP probe URL ([`ProbeUrlError::Changed`]): it is
+    /// probed with [`WorkerUrl::grpc_target`].
     pub fn probe_url(&self, path: &str) -> Result<url::Url, ProbeUrlError> {
         super::validate::health_path(path).map_err(ProbeUrlError::Path)?;
+        if self.is_grpc() {
+            return Err(ProbeUrlError::Changed);
+        }
         // The inner string came out of `parse`, so it parses again.
         let base = url::Url::parse(&self.0).map_err(|_| ProbeUrlError::Changed)?;
         let mut target = base.clone();
@@ -263,6 +331,12 @@ mod tests {
             ("  http://host:9000  ", "http://host:9000"),
             ("http://[::1]:8000", "http://[::1]:8000"),
             ("http://[::1]", "http://[::1]:80"),
+            (
+                "grpc://Worker-1.Example.COM:50051/",
+                "grpc://worker-1.example.com:50051",
+            ),
+            ("GRPC://10.0.0.5:50051", "grpc://10.0.0.5:50051"),
+            ("grpc://[::1]:50051", "grpc://[::1]:50051"),
         ];
         for (input, want) in cases {
             assert_eq!(norm(input), want, "input {input}");
@@ -319,6 +393,22 @@ mod tests {
             WorkerUrl::parse("http://host/#x"),
             Err(UrlError::QueryOrFragment { .. })
         ));
+        assert!(matches!(
+            WorkerUrl::parse("grpc://host"),
+            Err(UrlError::GrpcPort { .. })
+        ));
+        assert!(matches!(
+            WorkerUrl::parse("grpc://host:50051/v1"),
+            Err(UrlError::GrpcPath { .. })
+        ));
+        assert!(matches!(
+            WorkerUrl::parse("grpc://u@host:50051"),
+            Err(UrlError::Userinfo { .. })
+        ));
+        assert!(matches!(
+            WorkerUrl::parse("grpc://:50051"),
+            Err(UrlError::Parse { .. } | UrlError::NoHost { .. })
+        ));
         let long = format!("http://host/{}", "a".repeat(MAX_URL_LEN));
         assert!(matches!(
             WorkerUrl::parse(&long),
@@ -359,6 +449,13 @@ mod tests {
             let u = WorkerUrl::parse(base).unwrap().probe_url(path).unwrap();
             assert_eq!(u.as_str(), want, "{base} + {path}");
         }
+        // gRPC workers: no HTTP probe URL; the gRPC target keeps host and port.
+        let g = WorkerUrl::parse("grpc://10.0.0.5:50051").unwrap();
+        assert!(g.is_grpc());
+        assert_eq!(g.probe_url("/health"), Err(ProbeUrlError::Changed));
+        assert_eq!(g.grpc_target().unwrap().as_str(), "http://10.0.0.5:50051/");
+        let t = WorkerUrl::parse("https://h:8443/base").unwrap();
+        assert_eq!(t.grpc_target().unwrap().as_str(), "https://h:8443/");
         let w = WorkerUrl::parse("http://10.255.255.1:9").unwrap();
         for smuggled in [
             "@127.0.0.1:47860/pwned",

@@ -17,7 +17,7 @@ use utoipa::openapi::schema::{Object, ObjectBuilder, SchemaType, Type};
 pub const MAX_URL_LEN: usize = 2048;
 
 /// URL schemes a worker URL may have.
-pub const URL_SCHEMES: [&str; 2] = ["http", "https"];
+pub const URL_SCHEMES: [&str; 3] = ["http", "https", "grpc"];
 
 /// Printable characters (no C0 or C1 control characters, which the validator refuses).
 const PRINTABLE: &str = "[^\\u0000-\\u001f\\u007f-\\u009f]";
@@ -30,7 +30,7 @@ fn nullable(t: Type) -> SchemaType {
     SchemaType::from_iter([t, Type::Null])
 }
 
-/// `url`: an http(s) URL without user information, query or fragment. No pattern:
+/// `url`: an http(s) or grpc URL without user information, query or fragment. No pattern:
 /// the server parses it by the WHATWG URL rules (which trim, drop tabs and newlines,
 /// map international names), which no regular expression matches exactly; a URL it
 /// cannot take is a 400 `INVALID_URL`.
@@ -39,8 +39,8 @@ pub fn url() -> Object {
         .schema_type(Type::String)
         .max_length(Some(MAX_URL_LEN))
         .description(Some(format!(
-            "Base URL of the worker: {} with a host, no user information, query or fragment, at most {MAX_URL_LEN} bytes (anything else is a 400 INVALID_URL). It is normalized (scheme and host lower-cased, default port explicit, no trailing slash) and is the worker's identity; with `--allow-worker-cidr` its host must be an IP address inside the list",
-            URL_SCHEMES.join(" or ")
+            "Base URL of the worker: {} with a host, no user information, query or fragment, at most {MAX_URL_LEN} bytes (anything else is a 400 INVALID_URL); a `grpc://` URL (a gRPC worker, checked with kind `grpc`) needs an explicit port and has no path. It is normalized (scheme and host lower-cased, default port explicit, no trailing slash) and is the worker's identity; with `--allow-worker-cidr` its host must be an IP address inside the list",
+            URL_SCHEMES.join(", ")
         )))
         .examples(["http://10.0.0.5:8000"])
         .build()
@@ -198,7 +198,7 @@ pub fn probe_kind() -> Object {
         values.push(serde_json::Value::Null);
     }
     o.description = Some(
-        "What a probe checks (null: this node's --probe-kind): `http` (`models` and `grpc` are not available in this build yet)".into(),
+        "What a probe checks (null: `grpc` for a `grpc://` worker, else this node's --probe-kind): `http` (GET url + path, any 2xx), `models` (GET url + /v1/models lists the worker's `model_id`; needs a `model_id`), `grpc` (the standard gRPC health check, `SERVING`; the only kind a `grpc://` worker takes)".into(),
     );
     o
 }

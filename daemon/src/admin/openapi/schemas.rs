@@ -48,16 +48,15 @@ pub fn worker_type() -> Object {
     )
 }
 
-/// The probe kinds this build accepts (SPEC S3 names `models` and `grpc` too; they are
-/// refused until their checks are built, so the document does not offer them).
-pub const PROBE_KINDS: [ProbeKind; 1] = [ProbeKind::Http];
+/// The probe kinds (SPEC S3).
+pub const PROBE_KINDS: [ProbeKind; 3] = [ProbeKind::Http, ProbeKind::Models, ProbeKind::Grpc];
 
 /// A probe kind.
 pub fn probe_kind() -> Object {
     let names: Vec<&str> = PROBE_KINDS.iter().map(|k| k.as_str()).collect();
     string_enum(
         &names,
-        "What a probe checks: `http` (GET url + path, any 2xx); `models` and `grpc` are not available in this build yet",
+        "What a probe checks: `http` (GET url + path, any 2xx); `models` (GET url + /v1/models, a 2xx whose `data[].id` lists the worker's `model_id`, else `model_mismatch`; needs a `model_id`); `grpc` (`grpc.health.v1.Health/Check` on the worker's host and port, `SERVING`; the kind of every `grpc://` worker)",
     )
 }
 
