@@ -266,6 +266,10 @@ pub struct SpecArgs {
     /// Bootstrap port (prefill workers).
     #[arg(long)]
     pub bootstrap_port: Option<u16>,
+    /// What a probe checks for this worker: http, models (its --model must be listed
+    /// in GET /v1/models) or grpc (the standard gRPC health check).
+    #[arg(long, value_name = "KIND")]
+    pub health_kind: Option<String>,
     /// Probe path for this worker.
     #[arg(long)]
     pub health_path: Option<String>,

@@ -87,6 +87,40 @@ async fn the_nodes_default_kind_applies_where_it_can() {
         .await;
     let b = api.register(&json!({"url": plain.url()})).await;
     assert_eq!(a["health"]["kind"], "models");
+    // The command line names a kind per worker.
+    let other = TestWorker::start(Health::Healthy);
+    let out = run_probemesh(&[
+        "workers",
+        "add",
+        &other.url(),
+        "--health-kind",
+        "http",
+        "--admin",
+        agent.url(),
+    ])
+    .await;
+    assert_eq!(out.code, Some(0), "{out}");
+    let c = api
+        .worker(&worker_id_for(&other.url()))
+        .await
+        .expect("added");
+    assert_eq!(c["health"]["kind"], "http");
+    let out = run_probemesh(&[
+        "workers",
+        "add",
+        "http://127.0.0.1:9",
+        "--health-kind",
+        "models",
+        "--admin",
+        agent.url(),
+    ])
+    .await;
+    assert_eq!(
+        out.code,
+        Some(1),
+        "models without --model is refused: {out}"
+    );
+    assert!(out.stderr.contains("model_id"), "{out}");
     // Without a model_id the node's `models` cannot apply: `http`.
     assert_eq!(b["health"]["kind"], "http");
     wait_status(api, &id_of(&a), "ready").await;

@@ -290,6 +290,9 @@ fn spec_json(a: &SpecArgs) -> Map<String, Value> {
         m.insert("bootstrap_port".into(), json!(v));
     }
     let mut h = Map::new();
+    if let Some(v) = &a.health_kind {
+        h.insert("kind".into(), json!(v));
+    }
     if let Some(v) = &a.health_path {
         h.insert("path".into(), json!(v));
     }

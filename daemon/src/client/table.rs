@@ -123,6 +123,7 @@ pub fn worker_detail(w: &Value) -> String {
         "success_threshold",
         "failure_threshold",
         "disable",
+        "kind",
     ] {
         rows.push(vec![format!("health.{key}"), text(&w["health"][key])]);
     }
