@@ -45,3 +45,11 @@ def stop_all(procs, grace=10):
             p.wait(grace)
         except subprocess.TimeoutExpired:
             p.kill()
+
+
+def metric_sum(base, prefix, timeout=30):
+    """Sum of every sample of a metric family in GET /metrics (`prefix` = name + "{")."""
+    import urllib.request
+    with urllib.request.urlopen(f"{base}/metrics", timeout=timeout) as r:
+        text = r.read().decode()
+    return sum(float(l.rsplit(" ", 1)[1]) for l in text.splitlines() if l.startswith(prefix))

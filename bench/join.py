@@ -12,8 +12,14 @@ disk and to have made its first probe of each.
        * "on disk": the first time it lists all W. The API lists only what the node
          made durable: imports are appended and fsynced (Node::commit_imports) before
          they enter the view the API reads;
-       * "probed": the first time every one of the W has `probe.last_probe_at`.
-     Both are measured from the new agent's spawn, so they include its start-up.
+       * "probed": the first time the new agent's `probemesh_probes_total` reaches W.
+         At a 5 s probe interval no worker gets a second probe within the few seconds
+         measured, so W probes are the first probe of each. (The list's
+         `probe.last_probe_at` is not used: `GET /v1/workers` serves probe details up
+         to 1 s old from its cache, which would add up to a second.)
+     Both are measured from the new agent's spawn, so they include its start-up,
+     and the identity check's 8 gossip rounds (1.6 s at 200 ms) before a new node
+     imports anything (docs/decisions-peers.md).
 
 Usage: bench/join.py [N] [W] [REPEATS]        (default 16 1000 3)
 Env GOSSIP_INTERVAL (default 200ms, the agent's default), PROBE_INTERVAL (default 5s),
@@ -29,7 +35,7 @@ import tempfile
 import time
 import urllib.request
 
-from benchlib import BIN, cpu_seconds, free_port, stop_all
+from benchlib import BIN, cpu_seconds, free_port, metric_sum, stop_all
 
 GOSSIP_INTERVAL = os.environ.get("GOSSIP_INTERVAL", "200ms")
 PROBE_INTERVAL = os.environ.get("PROBE_INTERVAL", "5s")
@@ -127,7 +133,7 @@ def main():
                         ready = now
                     if on_disk is None and len(ws) == w:
                         on_disk = now
-                    if probed_all(ws, w):
+                    if metric_sum(base, "probemesh_probes_total{", timeout=5) >= w:
                         probed = now
                     time.sleep(POLL)
                 cpu = sorted(cpu_seconds(q.pid) - b for (_, _, q), b in zip(nodes, cpu_before))

@@ -29,7 +29,7 @@ import threading
 import time
 import urllib.request
 
-from benchlib import BIN, ROOT, cpu_seconds, cpu_split, free_port, rss_kib
+from benchlib import BIN, ROOT, cpu_seconds, cpu_split, free_port, metric_sum, rss_kib
 SMG = os.environ.get("SMG_BIN", os.path.expanduser("~/.cache/probemesh/smg-venv/bin/smg"))
 
 
@@ -99,13 +99,6 @@ def idle():
         p.terminate()
         p.wait()
     print(f"idle RSS: probemesh {mine/1024:.1f} MiB, serf {ref}")
-
-
-def metric_sum(base, prefix):
-    """Sum of every sample of a metric family in GET /metrics (`prefix` = name + "{")."""
-    with urllib.request.urlopen(f"{base}/metrics", timeout=30) as r:
-        text = r.read().decode()
-    return sum(float(l.rsplit(" ", 1)[1]) for l in text.splitlines() if l.startswith(prefix))
 
 
 def open_fds(pid):

@@ -25,6 +25,7 @@
 //! yields the chitchat ids the message speaks about, for the identity checks.
 
 use super::metrics::MessageKind;
+use std::cell::RefCell;
 use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
 
 /// Largest total size a delta may inflate to: 16 times the largest message. Honest
@@ -232,40 +233,60 @@ fn digest(r: &mut Reader<'_>) -> Result<Vec<(WireId, u64)>, ScanError> {
     Ok(entries)
 }
 
+thread_local! {
+    // A zstd context and a block buffer per thread, reused for every delta: making a
+    // context and zeroing 64 KiB for each received delta was a visible share of a
+    // node's CPU at 64 members (docs/benchmarks.md).
+    static INFLATER: RefCell<Option<(zstd::bulk::Decompressor<'static>, Vec<u8>)>> =
+        const { RefCell::new(None) };
+}
+
+/// Appends the inflated zstd block `src` to `decoded`, refusing to grow it past
+/// `max_decoded`. One block inflates into a buffer of [`BLOCK_BUFFER`] bytes: zstd
+/// stops (and fails) rather than write past it, so one block costs at most 64 KiB of
+/// output, here and in chitchat.
+fn inflate_block(src: &[u8], decoded: &mut Vec<u8>, max_decoded: usize) -> Result<(), ScanError> {
+    INFLATER.with(|cell| {
+        let mut slot = cell
+            .try_borrow_mut()
+            .map_err(|_| ScanError::Malformed("zstd context busy"))?;
+        if slot.is_none() {
+            let z = zstd::bulk::Decompressor::new()
+                .map_err(|_| ScanError::Malformed("cannot start zstd"))?;
+            *slot = Some((z, vec![0u8; BLOCK_BUFFER]));
+        }
+        let Some((z, scratch)) = slot.as_mut() else {
+            return Err(ScanError::Malformed("cannot start zstd"));
+        };
+        let n = z
+            .decompress_to_buffer(src, &mut scratch[..])
+            .map_err(|_| ScanError::Malformed("zstd block does not inflate"))?;
+        append_bounded(decoded, &scratch[..n], max_decoded)
+    })
+}
+
+fn append_bounded(
+    decoded: &mut Vec<u8>,
+    block: &[u8],
+    max_decoded: usize,
+) -> Result<(), ScanError> {
+    if decoded.len() + block.len() > max_decoded {
+        return Err(ScanError::DecodedTooLarge);
+    }
+    decoded.extend_from_slice(block);
+    Ok(())
+}
+
 /// Inflates the delta's blocks one at a time, counting, then walks its operations.
 fn delta(r: &mut Reader<'_>, limits: ScanLimits, s: &mut Scan) -> Result<(), ScanError> {
     let mut decoded: Vec<u8> = Vec::new();
-    let mut scratch: Vec<u8> = Vec::new();
-    let mut inflater: Option<zstd::bulk::Decompressor<'static>> = None;
     loop {
-        let block = match r.u8()? {
+        match r.u8()? {
             0 => break,
-            1 => {
-                let src = r.bytes()?;
-                if scratch.is_empty() {
-                    scratch = vec![0u8; BLOCK_BUFFER];
-                }
-                let z = match inflater.as_mut() {
-                    Some(z) => z,
-                    None => inflater.insert(
-                        zstd::bulk::Decompressor::new()
-                            .map_err(|_| ScanError::Malformed("cannot start zstd"))?,
-                    ),
-                };
-                // Bounded by the buffer: zstd stops (and fails) rather than write past
-                // it, so one block costs at most 64 KiB of output, here and in chitchat.
-                let n = z
-                    .decompress_to_buffer(src, &mut scratch[..])
-                    .map_err(|_| ScanError::Malformed("zstd block does not inflate"))?;
-                &scratch[..n]
-            }
-            2 => r.bytes()?,
+            1 => inflate_block(r.bytes()?, &mut decoded, limits.max_decoded)?,
+            2 => append_bounded(&mut decoded, r.bytes()?, limits.max_decoded)?,
             _ => return Err(ScanError::Malformed("unknown block type")),
-        };
-        if decoded.len() + block.len() > limits.max_decoded {
-            return Err(ScanError::DecodedTooLarge);
         }
-        decoded.extend_from_slice(block);
     }
     s.decoded_len = decoded.len();
     let mut ops = Reader(&decoded);
