@@ -4,14 +4,14 @@
 For each N it measures
   * probemesh membership: agents started at once -> every agent lists N alive members;
   * probemesh registration: POST on agent 0 -> the worker is `ready` on all N agents
-    (every agent verified it with its own probes);
+    (every agent verified it with its own probes); the workers are loopback addresses
+    of a standalone agent whose /v1/health answers the probes;
   * Serf membership: agents started at once -> every agent lists N alive members.
 
 Usage: bench/convergence.py [N ...]   (default: 3 8 16)
 Needs: a release build (cargo build --release -p probemesh) and Debian's `serf`.
 Everything listens on 127.0.0.1 and is stopped at the end.
 """
-import http.server
 import json
 import os
 import shutil
@@ -19,7 +19,6 @@ import socket
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 import urllib.request
 
@@ -27,24 +26,6 @@ from benchlib import BIN, free_port, stop_all
 GOSSIP_INTERVAL = os.environ.get("GOSSIP_INTERVAL", "100ms")
 PROBE_INTERVAL = os.environ.get("PROBE_INTERVAL", "200ms")
 REPEATS = int(os.environ.get("REPEATS", "3"))
-
-
-class Healthy(http.server.BaseHTTPRequestHandler):
-    def do_GET(self):
-        self.send_response(200)
-        self.send_header("Content-Length", "2")
-        self.end_headers()
-        self.wfile.write(b"ok")
-
-    def log_message(self, *args):
-        pass
-
-
-class QuietServer(http.server.ThreadingHTTPServer):
-    """Probes that time out close their connection early; that is not news."""
-
-    def handle_error(self, request, client_address):
-        pass
 
 
 def get(url, timeout=2):
@@ -100,9 +81,11 @@ def run_probemesh(n, workdir, worker_port):
         membership = time.monotonic() - start if ok else None
         times = []
         for r in range(REPEATS):
-            url = f"http://127.0.0.1:{worker_port}/w{r}"
+            # Each registration is another worker: another loopback address of the
+            # endpoint agent, whose /v1/health answers every probe.
+            url = f"http://127.0.0.{r + 2}:{worker_port}"
             t0 = time.monotonic()
-            post(f"http://127.0.0.1:{nodes[0][1]}/v1/workers", {"url": url, "health": {"path": "/health"}})
+            post(f"http://127.0.0.1:{nodes[0][1]}/v1/workers", {"url": url, "health": {"path": "/v1/health"}})
 
             def ready_everywhere():
                 for _, admin, _ in nodes:
@@ -127,7 +110,9 @@ def run_serf(n, workdir):
     for i, (bind, rpc) in enumerate(ports):
         args = [serf, "agent", f"-node=s{i}", f"-bind=127.0.0.1:{bind}", f"-rpc-addr=127.0.0.1:{rpc}", "-profile=lan", "-log-level=err"]
         if i > 0:
-            args.append(f"-join=127.0.0.1:{ports[0][0]}")
+            # Retried: agents start at once, and a join sent before the first agent
+            # listens is not retried otherwise (some agents then never join).
+            args += [f"-retry-join=127.0.0.1:{ports[0][0]}", "-retry-interval=100ms"]
         procs.append(subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
     try:
         def all_see_n():
@@ -146,9 +131,18 @@ def main():
     sizes = [int(a) for a in sys.argv[1:]] or [3, 8, 16]
     if not os.path.exists(BIN):
         sys.exit(f"{BIN} not found: run cargo build --release -p probemesh first")
-    server = QuietServer(("127.0.0.1", 0), Healthy)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    port = server.server_address[1]
+    # The worker: a standalone agent (a cluster of its own) answering GET /v1/health on
+    # every loopback address. A Python server was the bottleneck at N = 64 (320 probes
+    # a second on a saturated machine: probes timed out), which measured the worker,
+    # not the agents.
+    port = free_port()
+    wdir = tempfile.mkdtemp()
+    endpoint = subprocess.Popen([BIN, "agent", "--node-id", "endpoint", "--data-dir", f"{wdir}/endpoint",
+                                 "--admin-listen", f"0.0.0.0:{port}", "--admin-token", "bench",
+                                 "--gossip-listen", f"127.0.0.1:{free_port(socket.SOCK_DGRAM)}"],
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    if not wait(lambda: get(f"http://127.0.0.1:{port}/v1/ready") is not None, 30):
+        sys.exit("the endpoint agent did not start")
     print(f"gossip interval {GOSSIP_INTERVAL}, probe interval {PROBE_INTERVAL}, {REPEATS} registrations per N")
     print(f"{'N':>3}  {'probemesh members':>18}  {'registration->ready on all (min/median/max)':>44}  {'serf members':>13}")
     for n in sizes:
@@ -161,7 +155,8 @@ def main():
         mem = f"{membership:.3f} s" if membership else "timeout"
         sm = f"{serf:.3f} s" if serf else "n/a"
         print(f"{n:>3}  {mem:>18}  {ready:>44}  {sm:>13}", flush=True)
-    server.shutdown()
+    stop_all([endpoint])
+    shutil.rmtree(wdir, ignore_errors=True)
 
 
 if __name__ == "__main__":

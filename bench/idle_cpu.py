@@ -111,7 +111,9 @@ def serf(n):
         args = [exe, "agent", f"-node=s{i}", f"-bind=127.0.0.1:{bind}", f"-rpc-addr=127.0.0.1:{rpc}",
                 "-profile=lan", "-log-level=err"]
         if i > 0:
-            args.append(f"-join=127.0.0.1:{ports[0][0]}")
+            # Retried: agents start at once, and a join sent before the first agent
+            # listens is not retried otherwise (some agents then never join).
+            args += [f"-retry-join=127.0.0.1:{ports[0][0]}", "-retry-interval=100ms"]
         procs.append(subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
     try:
         time.sleep(SETTLE + 5)

@@ -23,6 +23,12 @@ pub const STREAM_WINDOW: u32 = 65_536;
 pub const CONNECTION_WINDOW: u32 = 262_144;
 /// Unacknowledged bytes this node keeps for sending on one connection.
 pub const SEND_WINDOW: u64 = 1 << 20;
+/// Bytes of datagrams received on one connection and not yet read; past it quinn
+/// drops the oldest (a few dozen small messages: the reader keeps up or sheds).
+pub const DATAGRAM_RECEIVE_BUFFER: usize = 64 << 10;
+/// Bytes of datagrams queued for sending on one connection; past it quinn drops the
+/// oldest.
+pub const DATAGRAM_SEND_BUFFER: usize = 64 << 10;
 /// Connection attempts waiting to be handled; more are refused by quinn.
 pub const MAX_INCOMING: usize = 256;
 /// Bytes buffered for one connection attempt before its handshake starts.
@@ -89,7 +95,9 @@ fn transport_config(s: &QuicSettings) -> Result<Arc<TransportConfig>, QuicError>
     t.stream_receive_window(STREAM_WINDOW.into());
     t.receive_window(CONNECTION_WINDOW.into());
     t.send_window(SEND_WINDOW);
-    t.datagram_receive_buffer_size(None);
+    // Messages that fit one datagram travel as one (`super::write_message`).
+    t.datagram_receive_buffer_size(Some(DATAGRAM_RECEIVE_BUFFER));
+    t.datagram_send_buffer_size(DATAGRAM_SEND_BUFFER);
     Ok(Arc::new(t))
 }
 

@@ -3,8 +3,9 @@
 //! One quinn endpoint per node both serves and dials, so a peer's connection comes from
 //! its gossip address and replies can reuse it. Every connection, dialed or accepted,
 //! is bound to the node name in the peer's certificate and has a reader ([`reader`]).
-//! Each gossip message travels on its own unidirectional stream (messages exceed a
-//! datagram), compressed when that is smaller (see [`super::envelope`]).
+//! Each gossip message travels as one QUIC datagram when it fits one (most digests and
+//! acks do), else on its own unidirectional stream, compressed when that is smaller
+//! (see [`super::envelope`]).
 //!
 //! `send` never waits on the network: it hands the encoded message to a per-peer queue
 //! (a full queue drops and counts) served by that peer's writer task. Received messages
@@ -89,7 +90,7 @@ impl QuicSettings {
             peer_rate: rate,
             peer_burst: rate,
             idle_timeout: Duration::from_secs(5),
-            keep_alive: Duration::from_secs(1),
+            keep_alive: Duration::from_secs(2),
             connect_timeout: Duration::from_secs(2),
             read_timeout: Duration::from_secs(5),
         }
@@ -300,7 +301,16 @@ fn spawn_writer(shared: Arc<Shared>, to: SocketAddr) -> mpsc::Sender<(MessageKin
     tx
 }
 
-async fn write_message(conn: &quinn::Connection, msg: &[u8]) -> Result<(), String> {
+/// Sends one message: as one QUIC datagram when it fits (the peer takes datagrams and
+/// the path's datagram size holds it), else on a stream of its own. A datagram costs
+/// one frame and no stream state on either side; gossip tolerates the loss of one, as
+/// chitchat over plain UDP does.
+async fn write_message(conn: &quinn::Connection, msg: &Bytes) -> Result<(), String> {
+    if conn.max_datagram_size().is_some_and(|max| msg.len() <= max)
+        && conn.send_datagram(msg.clone()).is_ok()
+    {
+        return Ok(());
+    }
     let mut stream = conn.open_uni().await.map_err(|e| e.to_string())?;
     stream.write_all(msg).await.map_err(|e| e.to_string())?;
     stream.finish().map_err(|e| e.to_string())?;

@@ -1,7 +1,7 @@
 //! The receiving side: accepting connections, binding each to its certificate name, and
 //! admitting messages into chitchat's queue.
 //!
-//! Every received stream goes through [`admit`], cheapest check first, and is dropped
+//! Every received stream or datagram goes through [`admit`], cheapest check first, and is dropped
 //! and counted at the first one it fails: the sender's message rate, the size on the
 //! wire, the transport envelope, the scan of chitchat's framing (inflated size and
 //! operation count, before chitchat decodes anything), the identity rules, chitchat's
@@ -95,30 +95,40 @@ async fn read_loop(shared: Arc<Shared>, conn: quinn::Connection, name: Arc<str>)
     let from = conn.remote_address();
     let mut warned = false;
     loop {
-        let mut stream = tokio::select! {
+        let arrived = tokio::select! {
             () = shared.stop.cancelled() => break,
-            s = conn.accept_uni() => match s { Ok(s) => s, Err(_) => break },
+            s = conn.accept_uni() => match s { Ok(s) => Arrived::Stream(s), Err(_) => break },
+            d = conn.read_datagram() => match d { Ok(d) => Arrived::Datagram(d), Err(_) => break },
         };
-        // The rate check comes before reading: a flooding peer costs a stream reset,
-        // not a decode.
+        // The rate check comes before reading: a flooding peer costs a stream reset
+        // (or a dropped datagram), not a decode.
         if !shared.conns().take_token(&name, Instant::now()) {
             shared.metrics.bound_hit(Bound::PeerRate);
-            let _ = stream.stop(0u32.into());
+            if let Arrived::Stream(mut stream) = arrived {
+                let _ = stream.stop(0u32.into());
+            }
             continue;
         }
-        let read = tokio::time::timeout(
-            shared.settings.read_timeout,
-            stream.read_to_end(MAX_MESSAGE),
-        )
-        .await;
-        let bytes = match read {
-            Ok(Ok(b)) => b,
-            Ok(Err(quinn::ReadToEndError::TooLong)) => {
-                inc(&shared.metrics.oversized);
-                shared.metrics.bound_hit(Bound::MessageSize);
-                continue;
+        let bytes = match arrived {
+            // A datagram is at most the connection's datagram size, far below
+            // MAX_MESSAGE.
+            Arrived::Datagram(d) => d.to_vec(),
+            Arrived::Stream(mut stream) => {
+                let read = tokio::time::timeout(
+                    shared.settings.read_timeout,
+                    stream.read_to_end(MAX_MESSAGE),
+                )
+                .await;
+                match read {
+                    Ok(Ok(b)) => b,
+                    Ok(Err(quinn::ReadToEndError::TooLong)) => {
+                        inc(&shared.metrics.oversized);
+                        shared.metrics.bound_hit(Bound::MessageSize);
+                        continue;
+                    }
+                    Ok(Err(_)) | Err(_) => continue,
+                }
             }
-            Ok(Err(_)) | Err(_) => continue,
         };
         match admit(&shared, &name, from, &bytes) {
             Ok(()) => {}
@@ -138,6 +148,12 @@ async fn read_loop(shared: Arc<Shared>, conn: quinn::Connection, name: Arc<str>)
     }
     dec(&shared.metrics.connections_open);
     shared.conns().remove(&conn);
+}
+
+/// How a message arrived.
+enum Arrived {
+    Stream(quinn::RecvStream),
+    Datagram(bytes::Bytes),
 }
 
 /// Why a received message was dropped.
