@@ -23,6 +23,13 @@ use tonic_health::pb::HealthCheckRequest;
 use tonic_health::pb::health_check_response::ServingStatus;
 use tonic_health::pb::health_client::HealthClient;
 
+/// Largest health answer decoded: a `HealthCheckResponse` is a few bytes, so a
+/// worker cannot make a probe hold tonic's default of 4 MiB (a larger one is a
+/// `grpc_out_of_range` failure).
+const MAX_ANSWER: usize = 4096;
+/// Largest header block accepted from the worker (h2 would take 16 MiB).
+const MAX_HEADER_LIST: u32 = 16 * 1024;
+
 /// One health call to the server at `origin` (one of `addrs`), whose `:authority` is
 /// `authority`. The caller bounds it with the probe timeout; `timeout` also goes to
 /// the server as the call's deadline.
@@ -50,7 +57,9 @@ pub(super) async fn check(
         }
     });
     let endpoint = match Endpoint::from_shared(format!("http://{authority}")) {
-        Ok(e) => e.timeout(timeout),
+        Ok(e) => e
+            .timeout(timeout)
+            .http2_max_header_list_size(MAX_HEADER_LIST),
         Err(_) => return ProbeResult::Error,
     };
     let channel = match endpoint.connect_with_connector(connector).await {
@@ -58,6 +67,7 @@ pub(super) async fn check(
         Err(e) => return classify_transport(&e),
     };
     let call = HealthClient::new(channel)
+        .max_decoding_message_size(MAX_ANSWER)
         .check(HealthCheckRequest {
             service: String::new(),
         })
