@@ -73,7 +73,9 @@ def probemesh(n, d):
     logs = os.environ.get("LOG_DIR")
     procs = []
     start = time.monotonic()
-    for i, (name, admin, gossip) in enumerate(nodes):
+
+    def spawn(i):
+        name, admin, gossip = nodes[i]
         args = [BIN, "agent", "--node-id", name, "--data-dir", f"{d}/{name}", "--admin-listen", f"127.0.0.1:{admin}",
                 "--gossip-listen", f"127.0.0.1:{gossip}", "--tls-ca", f"{d}/ca/ca.pem",
                 "--tls-cert", f"{d}/certs/{name}.pem", "--tls-key", f"{d}/certs/{name}-key.pem",
@@ -81,7 +83,19 @@ def probemesh(n, d):
         if i > 0:
             args += ["--seeds", f"127.0.0.1:{nodes[0][2]}"]
         log = open(os.path.join(logs, f"{name}.log"), "w") if logs else subprocess.DEVNULL
-        procs.append(subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=log))
+        return subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=log)
+
+    for i in range(n):
+        procs.append(spawn(i))
+    # A port picked free can be taken before the agent binds it (the agent then exits
+    # with "address already in use"): start such an agent again on new ports.
+    time.sleep(1)
+    for i, p in enumerate(procs):
+        if p.poll() is not None and i > 0:
+            name, _, _ = nodes[i]
+            nodes[i] = (name, free_port(), free_port(socket.SOCK_DGRAM))
+            procs[i] = spawn(i)
+            print(f"probemesh: {name} could not bind its ports; started again on new ones")
     try:
         admins = [a for _, a, _ in nodes]
         end = start + 120

@@ -95,6 +95,14 @@ fn transport_config(s: &QuicSettings) -> Result<Arc<TransportConfig>, QuicError>
     t.stream_receive_window(STREAM_WINDOW.into());
     t.receive_window(CONNECTION_WINDOW.into());
     t.send_window(SEND_WINDOW);
+    // Ask the peer to acknowledge at most every tenth ack-eliciting packet or after
+    // 50 ms: a gossip exchange is three messages, each answered by the next, so most
+    // acknowledgements ride on the answer, and pure ACK packets were a large share of
+    // the packets at 64 members (docs/benchmarks.md).
+    let mut ack = quinn::AckFrequencyConfig::default();
+    ack.ack_eliciting_threshold(9u32.into())
+        .max_ack_delay(Some(Duration::from_millis(50)));
+    t.ack_frequency_config(Some(ack));
     // Messages that fit one datagram travel as one (`super::write_message`).
     t.datagram_receive_buffer_size(Some(DATAGRAM_RECEIVE_BUFFER));
     t.datagram_send_buffer_size(DATAGRAM_SEND_BUFFER);
