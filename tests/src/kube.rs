@@ -42,30 +42,12 @@ fn run(cmd: &mut Command) -> Result<String, String> {
 /// installer at a time). Errors say why it is not available, so callers can skip.
 pub fn validator_python() -> Result<PathBuf, String> {
     let dir = venv_dir();
-    let python = dir.join("bin/python");
-    let marker = dir.join(format!(".probemesh-kubernetes-validate-{VALIDATE_VERSION}"));
-    if python.exists() && marker.exists() {
-        return Ok(python);
-    }
-    let parent = dir.parent().unwrap_or(&dir);
-    std::fs::create_dir_all(parent).map_err(|e| format!("{}: {e}", parent.display()))?;
-    let lock_path = dir.with_extension("lock");
-    let lock =
-        std::fs::File::create(&lock_path).map_err(|e| format!("{}: {e}", lock_path.display()))?;
-    lock.lock().map_err(|e| e.to_string())?;
-    if python.exists() && marker.exists() {
-        return Ok(python);
-    }
-    if !python.exists() {
-        run(Command::new("python3").args(["-m", "venv"]).arg(&dir))?;
-    }
-    run(Command::new(dir.join("bin/pip")).args([
-        "install",
-        "-q",
-        &format!("kubernetes-validate=={VALIDATE_VERSION}"),
-    ]))?;
-    std::fs::write(&marker, VALIDATE_VERSION).map_err(|e| e.to_string())?;
-    Ok(python)
+    crate::pytools::install_into(
+        &dir,
+        &[format!("kubernetes-validate=={VALIDATE_VERSION}")],
+        &format!(".probemesh-kubernetes-validate-{VALIDATE_VERSION}"),
+    )?;
+    Ok(dir.join("bin/python"))
 }
 
 /// `kubectl kustomize DIR` (DIR relative to the workspace root): the rendered YAML.

@@ -3,7 +3,7 @@
 //! pinned version), the way [`crate::kube`] installs kubernetes-validate.
 
 use crate::binary::workspace_root;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 
 /// The schemathesis release the API tests run.
@@ -35,29 +35,38 @@ fn run(cmd: &mut Command) -> Result<(), String> {
 /// callers can skip with the reason.
 pub fn venv_with(package: &str, version: &str) -> Result<PathBuf, String> {
     let dir = target_dir().join(format!("{package}-venv"));
-    let marker = dir.join(format!(".probemesh-{package}-{version}"));
+    install_into(
+        &dir,
+        &[format!("{package}=={version}")],
+        &format!(".probemesh-{package}-{version}"),
+    )?;
+    Ok(dir)
+}
+
+/// Makes `dir` a venv holding the pinned `requirements`, once: a file named `marker`
+/// in it says they are installed, and one installer runs at a time across test
+/// processes (a lock file next to it). Returns at once when the marker is there.
+pub fn install_into(dir: &Path, requirements: &[String], marker: &str) -> Result<(), String> {
+    let marker = dir.join(marker);
     if marker.exists() {
-        return Ok(dir);
+        return Ok(());
     }
-    let parent = dir.parent().unwrap_or(&dir).to_path_buf();
+    let parent = dir.parent().unwrap_or(dir).to_path_buf();
     std::fs::create_dir_all(&parent).map_err(|e| format!("{}: {e}", parent.display()))?;
     let lock_path = dir.with_extension("lock");
     let lock =
         std::fs::File::create(&lock_path).map_err(|e| format!("{}: {e}", lock_path.display()))?;
     lock.lock().map_err(|e| e.to_string())?;
     if marker.exists() {
-        return Ok(dir);
+        return Ok(());
     }
     if !dir.join("bin/pip").exists() {
-        run(Command::new("python3").args(["-m", "venv"]).arg(&dir))?;
+        run(Command::new("python3").args(["-m", "venv"]).arg(dir))?;
     }
-    run(Command::new(dir.join("bin/pip")).args([
-        "install",
-        "-q",
-        &format!("{package}=={version}"),
-    ]))?;
-    std::fs::write(&marker, version).map_err(|e| e.to_string())?;
-    Ok(dir)
+    run(Command::new(dir.join("bin/pip"))
+        .args(["install", "-q"])
+        .args(requirements))?;
+    std::fs::write(&marker, requirements.join("\n")).map_err(|e| e.to_string())
 }
 
 /// The `st` executable of schemathesis.

@@ -31,50 +31,22 @@ pub fn venv_dir() -> PathBuf {
     PathBuf::from(home).join(".cache/probemesh/routers-venv")
 }
 
-fn run(cmd: &mut Command) -> Result<(), String> {
-    let out = cmd.output().map_err(|e| format!("{cmd:?}: {e}"))?;
-    if out.status.success() {
-        Ok(())
-    } else {
-        Err(format!(
-            "{cmd:?} failed ({}): {}",
-            out.status,
-            String::from_utf8_lossy(&out.stderr)
-        ))
-    }
-}
-
 /// The virtual environment with both routers at their pinned versions, installed now
 /// if missing (one installer at a time across test processes, a marker file per pair
 /// of versions). Errors say why it is not available (no python3, no network), so
 /// callers can skip with the reason.
 pub fn install() -> Result<PathBuf, String> {
     let dir = venv_dir();
-    let marker = dir.join(format!(
-        ".probemesh-vllm-router-{VLLM_ROUTER_VERSION}-sglang-router-{SGLANG_ROUTER_VERSION}"
-    ));
-    if marker.exists() {
-        return Ok(dir);
-    }
-    let parent = dir.parent().unwrap_or(&dir);
-    std::fs::create_dir_all(parent).map_err(|e| format!("{}: {e}", parent.display()))?;
-    let lock_path = dir.with_extension("lock");
-    let lock =
-        std::fs::File::create(&lock_path).map_err(|e| format!("{}: {e}", lock_path.display()))?;
-    lock.lock().map_err(|e| e.to_string())?;
-    if marker.exists() {
-        return Ok(dir);
-    }
-    if !dir.join("bin/pip").exists() {
-        run(Command::new("python3").args(["-m", "venv"]).arg(&dir))?;
-    }
-    run(Command::new(dir.join("bin/pip")).args([
-        "install",
-        "-q",
-        &format!("vllm-router=={VLLM_ROUTER_VERSION}"),
-        &format!("sglang-router=={SGLANG_ROUTER_VERSION}"),
-    ]))?;
-    std::fs::write(&marker, "").map_err(|e| e.to_string())?;
+    crate::pytools::install_into(
+        &dir,
+        &[
+            format!("vllm-router=={VLLM_ROUTER_VERSION}"),
+            format!("sglang-router=={SGLANG_ROUTER_VERSION}"),
+        ],
+        &format!(
+            ".probemesh-vllm-router-{VLLM_ROUTER_VERSION}-sglang-router-{SGLANG_ROUTER_VERSION}"
+        ),
+    )?;
     Ok(dir)
 }
 
