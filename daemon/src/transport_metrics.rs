@@ -20,11 +20,16 @@ impl Collector for TransportCollector {
             return Ok(());
         };
         let s = t.snapshot();
-        let counters: [(&str, &str, u64); 13] = [
+        let counters: [(&str, &str, u64); 14] = [
             (
                 "gossip_messages_out",
                 "Gossip messages sent",
                 s.messages_out,
+            ),
+            (
+                "gossip_datagrams_out",
+                "Gossip messages sent as one QUIC datagram (the others went on a stream each)",
+                s.datagrams_out,
             ),
             (
                 "gossip_bytes_out",

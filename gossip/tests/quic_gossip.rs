@@ -119,6 +119,48 @@ async fn three_nodes_converge_and_share_registrations() {
     let stats = am.snapshot();
     assert!(stats.messages_in > 0 && stats.messages_out > 0 && stats.bytes_out > 0);
     assert_eq!(stats.malformed, 0);
+    // Small messages (digests, acks) go as datagrams.
+    assert!(
+        stats.datagrams_out > 0 && stats.datagrams_out <= stats.messages_out,
+        "{stats:?}"
+    );
+
+    // A registration too large for one datagram still spreads: its delta goes on a
+    // stream. Label values that do not compress keep the message over a datagram.
+    let mut big = registration(8001);
+    let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+    for i in 0..16 {
+        let value: String = (0..200)
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                char::from(b'a' + (x % 26) as u8)
+            })
+            .collect();
+        big.spec.labels.insert(format!("k{i}"), value);
+    }
+    let before = am.snapshot();
+    publish(&a, &big).await;
+    for h in [&b, &c] {
+        assert!(
+            eventually(Duration::from_secs(10), async || h
+                .snapshot()
+                .await
+                .registrations
+                .get(&big.id)
+                .is_some_and(|adv| adv.reg == big))
+            .await,
+            "the large registration did not spread"
+        );
+    }
+    let after = am.snapshot();
+    let streams =
+        |s: &probemesh_gossip::transport::TransportStats| s.messages_out - s.datagrams_out;
+    assert!(
+        streams(&after) > streams(&before),
+        "no message went on a stream: {after:?}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

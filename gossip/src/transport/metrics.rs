@@ -9,6 +9,7 @@ use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 #[derive(Debug, Default)]
 pub struct TransportMetrics {
     pub(crate) messages_out: AtomicU64,
+    pub(crate) datagrams_out: AtomicU64,
     pub(crate) bytes_out: AtomicU64,
     pub(crate) messages_in: AtomicU64,
     pub(crate) bytes_in: AtomicU64,
@@ -139,6 +140,8 @@ impl MessageKind {
 pub struct TransportStats {
     /// Messages written to peers.
     pub messages_out: u64,
+    /// Of those, messages sent as one QUIC datagram (the rest went on streams).
+    pub datagrams_out: u64,
     /// Bytes of messages written to peers.
     pub bytes_out: u64,
     /// Messages received and decoded.
@@ -191,6 +194,7 @@ impl TransportMetrics {
     pub fn snapshot(&self) -> TransportStats {
         TransportStats {
             messages_out: self.messages_out.load(Relaxed),
+            datagrams_out: self.datagrams_out.load(Relaxed),
             bytes_out: self.bytes_out.load(Relaxed),
             messages_in: self.messages_in.load(Relaxed),
             bytes_in: self.bytes_in.load(Relaxed),
@@ -220,11 +224,23 @@ impl TransportMetrics {
         }
     }
 
-    pub(crate) fn sent(&self, kind: MessageKind, bytes: usize) {
+    pub(crate) fn sent(&self, kind: MessageKind, bytes: usize, how: Carrier) {
         inc(&self.messages_out);
+        if how == Carrier::Datagram {
+            inc(&self.datagrams_out);
+        }
         add(&self.bytes_out, bytes);
         add(&self.bytes_out_by_kind[kind.index()], bytes);
     }
+}
+
+/// How a message went to its peer.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Carrier {
+    /// One QUIC datagram.
+    Datagram,
+    /// A unidirectional stream of its own.
+    Stream,
 }
 
 pub(crate) fn inc(c: &AtomicU64) {

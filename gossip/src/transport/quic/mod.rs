@@ -26,7 +26,7 @@ use super::MAX_MESSAGE;
 use super::envelope;
 use super::fair::{FairQueue, PEER_QUEUE_BYTES, PEER_QUEUE_MESSAGES};
 use super::identity::{PeerIdentities, SpeakerBook};
-use super::metrics::{MessageKind, TransportMetrics, inc};
+use super::metrics::{Carrier, MessageKind, TransportMetrics, inc};
 use crate::tls::{SERVER_NAME, TlsMaterial};
 use async_trait::async_trait;
 use bytes::Bytes;
@@ -271,12 +271,12 @@ fn spawn_writer(shared: Arc<Shared>, to: SocketAddr) -> mpsc::Sender<(MessageKin
             };
             // One retry on a fresh connection: a cached connection may have died
             // (peer restarted) without us noticing yet.
-            let mut sent = false;
+            let mut sent = None;
             for _ in 0..2 {
                 match shared.connection(to).await {
                     Ok(conn) => match write_message(&conn, &msg).await {
-                        Ok(()) => {
-                            sent = true;
+                        Ok(how) => {
+                            sent = Some(how);
                             break;
                         }
                         Err(e) => {
@@ -291,10 +291,9 @@ fn spawn_writer(shared: Arc<Shared>, to: SocketAddr) -> mpsc::Sender<(MessageKin
                     }
                 }
             }
-            if sent {
-                shared.metrics.sent(kind, msg.len());
-            } else {
-                inc(&shared.metrics.dropped_send_failed);
+            match sent {
+                Some(how) => shared.metrics.sent(kind, msg.len(), how),
+                None => inc(&shared.metrics.dropped_send_failed),
             }
         }
     });
@@ -305,16 +304,16 @@ fn spawn_writer(shared: Arc<Shared>, to: SocketAddr) -> mpsc::Sender<(MessageKin
 /// the path's datagram size holds it), else on a stream of its own. A datagram costs
 /// one frame and no stream state on either side; gossip tolerates the loss of one, as
 /// chitchat over plain UDP does.
-async fn write_message(conn: &quinn::Connection, msg: &Bytes) -> Result<(), String> {
+async fn write_message(conn: &quinn::Connection, msg: &Bytes) -> Result<Carrier, String> {
     if conn.max_datagram_size().is_some_and(|max| msg.len() <= max)
         && conn.send_datagram(msg.clone()).is_ok()
     {
-        return Ok(());
+        return Ok(Carrier::Datagram);
     }
     let mut stream = conn.open_uni().await.map_err(|e| e.to_string())?;
     stream.write_all(msg).await.map_err(|e| e.to_string())?;
     stream.finish().map_err(|e| e.to_string())?;
-    Ok(())
+    Ok(Carrier::Stream)
 }
 
 /// Runs attestation checks: dials the address a member instance advertises; the

@@ -109,10 +109,10 @@ async fn read_loop(shared: Arc<Shared>, conn: quinn::Connection, name: Arc<str>)
             }
             continue;
         }
-        let bytes = match arrived {
+        let bytes: bytes::Bytes = match arrived {
             // A datagram is at most the connection's datagram size, far below
             // MAX_MESSAGE.
-            Arrived::Datagram(d) => d.to_vec(),
+            Arrived::Datagram(d) => d,
             Arrived::Stream(mut stream) => {
                 let read = tokio::time::timeout(
                     shared.settings.read_timeout,
@@ -120,7 +120,7 @@ async fn read_loop(shared: Arc<Shared>, conn: quinn::Connection, name: Arc<str>)
                 )
                 .await;
                 match read {
-                    Ok(Ok(b)) => b,
+                    Ok(Ok(b)) => b.into(),
                     Ok(Err(quinn::ReadToEndError::TooLong)) => {
                         inc(&shared.metrics.oversized);
                         shared.metrics.bound_hit(Bound::MessageSize);
