@@ -192,23 +192,19 @@ impl Checker {
                 Err(e) => return classify_resolve(&e),
             },
         };
+        let model = match expect {
+            Expect::Status => None,
+            Expect::Model(m) => Some(&**m),
+            Expect::GrpcServing => {
+                let (dialer, authority) = (&inner.dialer, head_host(url));
+                return super::grpc::check(dialer, &origin, addrs.as_slice(), authority, timeout)
+                    .await;
+            }
+        };
         let head = Head {
             path: &url[url::Position::BeforePath..],
             host: head_host(url),
-            model: match expect {
-                Expect::Status => None,
-                Expect::Model(m) => Some(m),
-                Expect::GrpcServing => {
-                    return super::grpc::check(
-                        &inner.dialer,
-                        &origin,
-                        addrs.as_slice(),
-                        head_host(url),
-                        timeout,
-                    )
-                    .await;
-                }
-            },
+            model,
         };
         if let Some(idle) = inner.pool.take(&origin)
             && addrs.as_slice().contains(&idle.peer.ip())
