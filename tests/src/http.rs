@@ -1,5 +1,6 @@
 //! A small client for the admin API, a raw HTTP/1.1 helper for requests reqwest will
-//! not send, and a Prometheus text reader.
+//! not send, a Prometheus text reader, and the plain client and `GET /workers` reader
+//! the gateway tests (smg, sglang-router, vllm-router) share.
 
 use reqwest::Method;
 use reqwest::header::HeaderMap;
@@ -245,4 +246,35 @@ pub fn raw_http(port: u16, request: &[u8]) -> Result<(u16, String), String> {
         .and_then(|c| c.parse().ok())
         .ok_or_else(|| format!("no HTTP status in answer {text:?} (read: {read:?})"))?;
     Ok((status, text))
+}
+
+/// A reqwest client without proxies (the tests only talk to loopback, namespaces and
+/// their own containers).
+pub fn client(timeout: Duration) -> reqwest::Client {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    reqwest::Client::builder()
+        .no_proxy()
+        .timeout(timeout)
+        .build()
+        .expect("http client")
+}
+
+/// `GET url` as JSON within 3 s; `None` when it does not answer or is not JSON.
+pub async fn get_json(url: &str) -> Option<Value> {
+    client(Duration::from_secs(3))
+        .get(url)
+        .send()
+        .await
+        .ok()?
+        .json()
+        .await
+        .ok()
+}
+
+/// The `workers` array of a gateway's `GET {base}/workers` (smg and its lineage);
+/// `None` when it does not answer.
+pub async fn gateway_workers(base: &str) -> Option<Vec<Value>> {
+    get_json(&format!("{base}/workers")).await?["workers"]
+        .as_array()
+        .cloned()
 }

@@ -49,7 +49,7 @@ pub mod worker;
 pub use agent::{Agent, AgentBuilder};
 pub use binary::{CmdOutput, private_gossip_args, probemesh_bin, run_probemesh, run_probemesh_env};
 pub use cluster::{Cluster, ClusterCa, alive_members, member_args};
-pub use http::{Api, Body, Reply, metric, raw_http, status_of};
+pub use http::{Api, Body, Reply, client, gateway_workers, get_json, metric, raw_http, status_of};
 pub use wait::{
     eventually, free_port, free_udp_port, patience, refused_url, scaled, try_eventually,
 };

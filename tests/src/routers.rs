@@ -190,7 +190,7 @@ impl Router {
                     self.log()
                 ));
             }
-            if self.try_workers().await.is_some() {
+            if crate::http::gateway_workers(&self.url).await.is_some() {
                 return Ok(());
             }
             tokio::time::sleep(Duration::from_millis(200)).await;
@@ -208,22 +208,11 @@ impl Router {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
 
-    async fn try_workers(&self) -> Option<Vec<Value>> {
-        let c = client(Duration::from_secs(3));
-        let v: Value = c
-            .get(format!("{}/workers", self.url))
-            .send()
-            .await
-            .ok()?
-            .json()
-            .await
-            .ok()?;
-        v["workers"].as_array().cloned()
-    }
-
     /// The `workers` array of `GET /workers` (empty when it does not answer).
     pub async fn workers(&self) -> Vec<Value> {
-        self.try_workers().await.unwrap_or_default()
+        crate::http::gateway_workers(&self.url)
+            .await
+            .unwrap_or_default()
     }
 }
 
@@ -240,14 +229,4 @@ impl Drop for Router {
             );
         }
     }
-}
-
-/// A reqwest client without proxies (the tests only talk to loopback).
-pub fn client(timeout: Duration) -> reqwest::Client {
-    let _ = rustls::crypto::ring::default_provider().install_default();
-    reqwest::Client::builder()
-        .no_proxy()
-        .timeout(timeout)
-        .build()
-        .expect("http client")
 }

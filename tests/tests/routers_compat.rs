@@ -4,9 +4,9 @@
 //! the compatibility table in docs/smg.md is asserted here and printed as a `ROW` line
 //! (`--nocapture` shows them).
 
-use probemesh_tests::routers::{self, Kind, Launch, Router, client};
+use probemesh_tests::routers::{self, Kind, Launch, Router};
 use probemesh_tests::smg::{FAKE_MODEL, LlmWorker};
-use probemesh_tests::{Agent, eventually, id_of, require, wait_status};
+use probemesh_tests::{Agent, client, eventually, id_of, require, wait_status};
 use serde_json::{Value, json};
 use std::time::Duration;
 

@@ -3,26 +3,17 @@
 //! agent did not add are left alone; drift is repaired.
 
 use probemesh_tests::smg::{LlmWorker, Smg, smg_bin};
-use probemesh_tests::{Agent, eventually, free_port, id_of, require, wait_status};
-use serde_json::{Value, json};
+use probemesh_tests::{
+    Agent, eventually, free_port, gateway_workers, get_json, id_of, require, wait_status,
+};
+use serde_json::json;
 use std::time::Duration;
 
 const LONG: Duration = Duration::from_secs(30);
 
-async fn get_json(url: &str) -> Option<Value> {
-    let _ = rustls::crypto::ring::default_provider().install_default();
-    let c = reqwest::Client::builder()
-        .no_proxy()
-        .timeout(Duration::from_secs(3))
-        .build()
-        .ok()?;
-    c.get(url).send().await.ok()?.json().await.ok()
-}
-
 async fn smg_urls(smg: &Smg) -> Vec<(String, bool)> {
-    get_json(&format!("{}/workers", smg.url))
+    gateway_workers(&smg.url)
         .await
-        .and_then(|v| v["workers"].as_array().cloned())
         .unwrap_or_default()
         .iter()
         .filter(|w| w["status"] != "draining")

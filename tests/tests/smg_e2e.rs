@@ -10,7 +10,9 @@
 
 use probemesh_tests::netns::Lab;
 use probemesh_tests::smg::{SMG_VERSION, smg_bin};
-use probemesh_tests::{Api, ClusterCa, eventually, probemesh_bin, require};
+use probemesh_tests::{
+    Api, ClusterCa, client, eventually, gateway_workers, probemesh_bin, require,
+};
 use serde_json::{Value, json};
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -76,27 +78,10 @@ fn start_smg(lab: &mut Lab, host: &str, ip: &str, extra: &[&str], dir: &Path) {
     );
 }
 
-fn client(timeout: Duration) -> reqwest::Client {
-    let _ = rustls::crypto::ring::default_provider().install_default();
-    reqwest::Client::builder()
-        .no_proxy()
-        .timeout(timeout)
-        .build()
-        .unwrap()
-}
-
 async fn smg_urls(ip: &str) -> Option<Vec<String>> {
-    let v: Value = client(Duration::from_secs(3))
-        .get(format!("http://{ip}:30000/workers"))
-        .send()
-        .await
-        .ok()?
-        .json()
-        .await
-        .ok()?;
     Some(
-        v["workers"]
-            .as_array()?
+        gateway_workers(&format!("http://{ip}:30000"))
+            .await?
             .iter()
             .filter(|w| w["status"] != "draining")
             .filter_map(|w| w["url"].as_str().map(str::to_string))

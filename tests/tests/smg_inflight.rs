@@ -6,36 +6,20 @@
 //! them: a plain and a streamed completion that outlive the removal both arrive whole.
 
 use probemesh_tests::smg::{FAKE_MODEL, LlmWorker, STREAM_CHUNKS, Smg, smg_bin};
-use probemesh_tests::{Agent, eventually, free_port, id_of, require, scaled, wait_status};
+use probemesh_tests::{
+    Agent, client, eventually, free_port, gateway_workers, id_of, require, scaled, wait_status,
+};
 use serde_json::{Value, json};
 use std::time::{Duration, Instant};
 
 const LONG: Duration = Duration::from_secs(30);
 
-fn client(timeout: Duration) -> reqwest::Client {
-    let _ = rustls::crypto::ring::default_provider().install_default();
-    reqwest::Client::builder()
-        .no_proxy()
-        .timeout(timeout)
-        .build()
-        .unwrap()
-}
-
 /// smg's entry for `url`, if listed.
 async fn smg_entry(smg: &Smg, url: &str) -> Option<Value> {
-    let v: Value = client(Duration::from_secs(3))
-        .get(format!("{}/workers", smg.url))
-        .send()
-        .await
-        .ok()?
-        .json()
-        .await
-        .ok()?;
-    v["workers"]
-        .as_array()?
-        .iter()
+    gateway_workers(&smg.url)
+        .await?
+        .into_iter()
         .find(|w| w["url"] == url)
-        .cloned()
 }
 
 /// One chat completion through smg, read as it arrives.

@@ -3,7 +3,7 @@
 //! and a reader never sees a partial file.
 
 use probemesh_tests::smg::{LlmWorker, Smg, smg_bin};
-use probemesh_tests::{Agent, eventually, free_port, id_of, require, wait_status};
+use probemesh_tests::{Agent, eventually, free_port, gateway_workers, id_of, require, wait_status};
 use serde_json::{Value, json};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -12,22 +12,7 @@ use std::time::Duration;
 const LONG: Duration = Duration::from_secs(45);
 
 async fn smg_workers(smg: &Smg) -> Vec<Value> {
-    let _ = rustls::crypto::ring::default_provider().install_default();
-    let Ok(c) = reqwest::Client::builder()
-        .no_proxy()
-        .timeout(Duration::from_secs(3))
-        .build()
-    else {
-        return Vec::new();
-    };
-    let Ok(r) = c.get(format!("{}/workers", smg.url)).send().await else {
-        return Vec::new();
-    };
-    r.json::<Value>()
-        .await
-        .ok()
-        .and_then(|v| v["workers"].as_array().cloned())
-        .unwrap_or_default()
+    gateway_workers(&smg.url).await.unwrap_or_default()
 }
 
 async fn wait_smg(smg: &Smg, what: &str, pred: impl Fn(&[Value]) -> bool) {
