@@ -16,7 +16,8 @@
 //!   postpones failure evictions rather than decide without it.
 
 use crate::keys::{
-    self, DEGRADED_KEY, DRAIN_PREFIX, REG_PREFIX, STATUS_PREFIX, TOMB_PREFIX, VERSION_KEY,
+    self, DEGRADED_KEY, DRAIN_PREFIX, REG_PREFIX, STATUS_PREFIX, TOMB_PREFIX, VERDICTS_PREFIX,
+    VERSION_KEY,
 };
 use crate::model::{Drain, Registration, Status, Tombstone, WorkerId};
 use crate::transport::Attestation;
@@ -170,23 +171,42 @@ impl NodeRecords {
                     Ok(d) => r.drains.push(d),
                     Err(e) => r.note_bad(key, value, &e),
                 }
+            } else if let Some(prefix) = key.strip_prefix(VERDICTS_PREFIX) {
+                let (verdicts, dropped) = keys::decode_verdict_bucket(prefix, value);
+                r.malformed += dropped;
+                for (id, generation, status, since_ms) in verdicts {
+                    r.add_verdict(id, generation, status, since_ms);
+                }
             } else if let Some(id) = key.strip_prefix(STATUS_PREFIX) {
                 match (WorkerId::parse(id), keys::decode_status(value)) {
                     (Some(wid), Ok((generation, status, since_ms))) => {
-                        r.verdicts.insert(
-                            wid,
-                            Verdict {
-                                generation,
-                                status,
-                                since_ms,
-                            },
-                        );
+                        r.add_verdict(wid, generation, status, since_ms);
                     }
                     _ => r.malformed += 1,
                 }
             }
         }
         r
+    }
+
+    /// Keeps the newest verdict on `id`: a member re-cutting its buckets (or one still
+    /// publishing the old layout) is briefly seen with a verdict in two keys.
+    fn add_verdict(&mut self, id: WorkerId, generation: u64, status: Status, since_ms: u64) {
+        let v = Verdict {
+            generation,
+            status,
+            since_ms,
+        };
+        match self.verdicts.entry(id) {
+            std::collections::hash_map::Entry::Occupied(mut old) => {
+                if (v.generation, v.since_ms) > (old.get().generation, old.get().since_ms) {
+                    old.insert(v);
+                }
+            }
+            std::collections::hash_map::Entry::Vacant(slot) => {
+                slot.insert(v);
+            }
+        }
     }
 
     fn note_bad(&mut self, key: &str, value: &str, e: &keys::ValueError) {

@@ -202,3 +202,37 @@ fn unattested_members_never_adopt_nor_count_for_eviction() {
     snap.merge(&id("d", 1), &records(&[]), unattested(Attestation::Pending));
     assert!(snap.attestation_pending());
 }
+
+#[test]
+fn verdicts_decode_from_buckets_and_the_old_layout_newest_first() {
+    let a = crate::model::WorkerUrl::parse("http://10.9.0.1:8000")
+        .unwrap()
+        .id();
+    let mut bucket = String::new();
+    keys::push_verdict(&mut bucket, &a, 2, Status::Ready, 50);
+    let other = crate::model::WorkerUrl::parse("http://10.9.0.2:8000")
+        .unwrap()
+        .id();
+    // An entry filed under a bucket it does not belong to is dropped and counted.
+    let wrong = if other.as_str().starts_with('0') {
+        "1"
+    } else {
+        "0"
+    };
+    let mut stray = String::new();
+    keys::push_verdict(&mut stray, &other, 1, Status::Failed, 1);
+    let kvs = [
+        (keys::verdict_bucket_key(&a.as_str()[..1]), bucket),
+        // The old single-verdict layout, older than the bucket's: the bucket wins.
+        (
+            keys::status_key(&a),
+            keys::encode_status(2, Status::Failed, 40),
+        ),
+        (keys::verdict_bucket_key(wrong), stray),
+    ];
+    let r = NodeRecords::decode(kvs.iter().map(|(k, v)| (k.as_str(), v.as_str())));
+    let v = r.verdicts.get(&a).unwrap();
+    assert_eq!((v.generation, v.status, v.since_ms), (2, Status::Ready, 50));
+    assert_eq!(r.malformed, 1, "the stray entry is counted");
+    assert_eq!(r.verdicts.len(), 1, "and not taken");
+}

@@ -29,12 +29,7 @@ fn snapshot(peers: &[PeerRow]) -> ClusterSnapshot {
         let mut kvs: Vec<(String, String)> = statuses
             .iter()
             .enumerate()
-            .map(|(i, s)| {
-                (
-                    keys::status_key(&wid(i as u16)),
-                    keys::encode_status(1, *s, 1),
-                )
-            })
+            .map(|(i, s)| keys::single_verdict(&wid(i as u16), 1, *s, 1))
             .collect();
         if *degraded {
             kvs.push((keys::DEGRADED_KEY.into(), "its own fault".into()));

@@ -47,10 +47,8 @@ impl Peer {
         self
     }
     fn verdict(mut self, r: &Registration, s: Status) -> Peer {
-        self.keys.push((
-            keys::status_key(&r.id),
-            keys::encode_status(r.generation, s, 7),
-        ));
+        self.keys
+            .push(keys::single_verdict(&r.id, r.generation, s, 7));
         self
     }
     fn drain(mut self, d: &Drain) -> Peer {
