@@ -137,7 +137,7 @@ def main():
             kinds_after = [sum(metric(b, m) for b in bases) for m in by_kind]
             split = ", ".join(f"{k} {(a - b0) / seconds / n / 1024:.1f}" for k, a, b0 in zip(kinds, kinds_after, kinds_before))
             print(f"bytes out per node by message kind (KB/s, mean): {split}")
-            for m in ["oversized_messages", "malformed_messages", "dropped_send_queue_full", "dropped_recv_queue_full", "dropped_send_failed", "connections_dialed"]:
+            for m in ["oversized_messages", "malformed_messages", "dropped_send_queue_full", "dropped_recv_queue_full", "dropped_recv_stale", "dropped_send_failed", "connections_dialed"]:
                 total = sum(metric(b, f"probemesh_gossip_{m}_total") for b in bases)
                 if total:
                     print(f"  gossip {m}: {total:.0f} in all (since start, all agents)")

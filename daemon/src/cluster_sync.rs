@@ -180,7 +180,7 @@ async fn full_sync<S: ClusterSource>(node: &Arc<Node>, source: &S, state: &mut S
     state.due = plan.due;
     node.metrics()
         .fence()
-        .members_degraded(snap.live_peer_ids().filter(|n| snap.is_degraded(n)).count());
+        .members_degraded(snap.live_peer_ids().count() - snap.healthy_peer_count());
     node.set_fence(
         plan.fence_change.as_ref(),
         plan.publication.degraded.clone(),

@@ -20,7 +20,7 @@ impl Collector for TransportCollector {
             return Ok(());
         };
         let s = t.snapshot();
-        let counters: [(&str, &str, u64); 14] = [
+        let counters: [(&str, &str, u64); 15] = [
             (
                 "gossip_messages_out",
                 "Gossip messages sent",
@@ -55,6 +55,11 @@ impl Collector for TransportCollector {
                 "gossip_dropped_recv_queue_full",
                 "Gossip messages dropped: the sending peer's receive queue was full",
                 s.dropped_recv_queue_full,
+            ),
+            (
+                "gossip_dropped_recv_stale",
+                "Gossip Syns dropped unanswered after waiting a gossip round in the receive queue (load shed)",
+                s.dropped_recv_stale,
             ),
             (
                 "gossip_dropped_send_failed",

@@ -74,8 +74,10 @@ pub struct Member {
 /// A registration advertised by a node.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Advertised {
-    /// The registration.
-    pub reg: Registration,
+    /// The registration, shared with the member's decoded records: a snapshot is
+    /// taken on every change of cluster state, and copying every registration into
+    /// each one made a burst of W changes cost W x W copies.
+    pub reg: Arc<Registration>,
     /// The node advertising it.
     pub by: String,
 }
@@ -89,6 +91,28 @@ pub struct Verdict {
     pub status: Status,
     /// When that node entered the status, in ms since the Unix epoch.
     pub since_ms: u64,
+}
+
+/// One live, attested member other than this node, with every instance of it seen
+/// (a restart not yet forgotten shows two), oldest generation first.
+#[derive(Clone, Debug)]
+struct LivePeer {
+    node_id: String,
+    /// Whether its newest instance says it is degraded (SPEC S12).
+    degraded: bool,
+    instances: Vec<Arc<NodeRecords>>,
+}
+
+/// A live peer's verdict on one worker ([`ClusterSnapshot::peer_verdicts`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PeerVerdict<'a> {
+    /// The peer's node id.
+    pub node: &'a str,
+    /// Its verdict (from its newest instance that has one).
+    pub verdict: Verdict,
+    /// Whether the peer says it is degraded: its verdicts then count for neither
+    /// eviction nor fencing (SPEC S12).
+    pub degraded: bool,
 }
 
 /// A registration or tombstone a member publishes that was dropped: it does not
@@ -133,7 +157,7 @@ impl Rejection {
 /// One member's records, decoded once per version of its state.
 #[derive(Debug, Default)]
 pub struct NodeRecords {
-    registrations: Vec<Registration>,
+    registrations: Vec<Arc<Registration>>,
     tombstones: Vec<Tombstone>,
     drains: Vec<Drain>,
     verdicts: HashMap<WorkerId, Verdict>,
@@ -158,7 +182,7 @@ impl NodeRecords {
             }
             if let Some(id) = key.strip_prefix(REG_PREFIX) {
                 match keys::decode_registration(id, value) {
-                    Ok(reg) => r.registrations.push(reg),
+                    Ok(reg) => r.registrations.push(Arc::new(reg)),
                     Err(e) => r.note_bad(key, value, &e),
                 }
             } else if let Some(id) = key.strip_prefix(TOMB_PREFIX) {
@@ -358,8 +382,13 @@ pub struct ClusterSnapshot {
     /// order (node id, then generation). Verdicts stay per member instead of being
     /// merged into a worker x node matrix: a snapshot then costs O(members), not
     /// O(members x workers), and snapshots are taken on every change of cluster state.
-    /// Only attested instances are kept, and none under this node's own id.
+    /// Only attested instances are kept, and none under this node's own id. Grouped by
+    /// node id in [`ClusterSnapshot::finish`] into `peers`.
     live_peers: Vec<(String, Arc<NodeRecords>)>,
+    /// The live, attested members other than this node, one per node id, in node id
+    /// order: what the per-worker questions (eviction, fencing, views) walk, so each
+    /// costs one lookup per member.
+    peers: Vec<LivePeer>,
     /// This node's id.
     self_id: Option<String>,
     /// Whether a live peer instance is still being checked (neither attested nor
@@ -428,6 +457,21 @@ impl ClusterSnapshot {
             // Another instance under this node's id never speaks for this node.
             self.live_peers.retain(|(node, _)| node != me);
         }
+        // Instances of one node id are adjacent: chitchat orders them by node id, then
+        // generation.
+        for (node, records) in std::mem::take(&mut self.live_peers) {
+            match self.peers.last_mut() {
+                Some(last) if last.node_id == node => {
+                    last.degraded = records.degraded.is_some();
+                    last.instances.push(records);
+                }
+                _ => self.peers.push(LivePeer {
+                    node_id: node,
+                    degraded: records.degraded.is_some(),
+                    instances: vec![records],
+                }),
+            }
+        }
         // A restarted node appears twice (old and new generation) until the old state
         // is forgotten; show one member per node id: this node's own instance for its
         // id, else an alive one if any, an attested one first, the oldest generation
@@ -478,7 +522,7 @@ impl ClusterSnapshot {
                 self.registrations.insert(
                     reg.id.clone(),
                     Advertised {
-                        reg: reg.clone(),
+                        reg: Arc::clone(reg),
                         by: by.clone(),
                     },
                 );
@@ -526,13 +570,26 @@ impl ClusterSnapshot {
     /// counts once, with the verdict of its newest instance that has one. Nothing under
     /// this node's own id is returned: its own verdict is its local status.
     pub fn verdicts_on(&self, id: &WorkerId) -> BTreeMap<&str, Verdict> {
-        let mut by_node = BTreeMap::new();
-        for (node, records) in &self.live_peers {
-            if let Some(v) = records.verdicts.get(id) {
-                by_node.insert(node.as_str(), *v);
-            }
-        }
-        by_node
+        self.peer_verdicts(id)
+            .map(|p| (p.node, p.verdict))
+            .collect()
+    }
+
+    /// Like [`ClusterSnapshot::verdicts_on`], in node id order and with each peer's
+    /// degraded flag, without building a map: the reconcile step asks this for every
+    /// worker in every round.
+    pub fn peer_verdicts<'a, 'b>(
+        &'a self,
+        id: &'b WorkerId,
+    ) -> impl Iterator<Item = PeerVerdict<'a>> + use<'a, 'b> {
+        self.peers.iter().filter_map(move |p| {
+            let verdict = p.instances.iter().rev().find_map(|r| r.verdicts.get(id))?;
+            Some(PeerVerdict {
+                node: &p.node_id,
+                verdict: *verdict,
+                degraded: p.degraded,
+            })
+        })
     }
 
     /// Every registration and tombstone dropped in this snapshot, with the member that
@@ -546,19 +603,22 @@ impl ClusterSnapshot {
 
     /// Node ids of the live, attested members other than this node (each once).
     pub fn live_peer_ids(&self) -> impl Iterator<Item = &str> {
-        let mut ids: Vec<&str> = self.live_peers.iter().map(|(n, _)| n.as_str()).collect();
-        ids.dedup();
-        ids.into_iter()
+        self.peers.iter().map(|p| p.node_id.as_str())
+    }
+
+    /// How many live, attested members other than this node are not degraded: the
+    /// witnesses of the fencing rule (SPEC S12).
+    pub fn healthy_peer_count(&self) -> usize {
+        self.peers.iter().filter(|p| !p.degraded).count()
     }
 
     /// Whether live member `node_id` says it is degraded (SPEC S12). A node seen under
     /// two generations counts as degraded when its newest live instance says so.
     pub fn is_degraded(&self, node_id: &str) -> bool {
-        self.live_peers
+        self.peers
             .iter()
-            .rev()
-            .find(|(n, _)| n == node_id)
-            .is_some_and(|(_, r)| r.degraded.is_some())
+            .find(|p| p.node_id == node_id)
+            .is_some_and(|p| p.degraded)
     }
 
     /// Node ids of the live members, self included.

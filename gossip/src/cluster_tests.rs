@@ -167,7 +167,7 @@ fn unattested_members_never_adopt_nor_count_for_eviction() {
         spec: crate::model::WorkerSpec::new(url),
     };
     let mut advertising = NodeRecords {
-        registrations: vec![reg.clone()],
+        registrations: vec![Arc::new(reg.clone())],
         ..NodeRecords::default()
     };
     advertising.verdicts.insert(

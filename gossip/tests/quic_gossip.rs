@@ -111,7 +111,7 @@ async fn three_nodes_converge_and_share_registrations() {
                 .await
                 .registrations
                 .get(&reg.id)
-                .is_some_and(|adv| adv.reg == reg && adv.by == "a"))
+                .is_some_and(|adv| *adv.reg == reg && adv.by == "a"))
             .await,
             "registration did not spread"
         );
@@ -149,7 +149,7 @@ async fn three_nodes_converge_and_share_registrations() {
                 .await
                 .registrations
                 .get(&big.id)
-                .is_some_and(|adv| adv.reg == big))
+                .is_some_and(|adv| *adv.reg == big))
             .await,
             "the large registration did not spread"
         );

@@ -41,10 +41,9 @@ pub fn agreed(
         return false;
     }
     let peers = snapshot
-        .verdicts_on(id)
-        .into_iter()
-        .filter(|(node, v)| v.generation == generation && !snapshot.is_degraded(node))
-        .map(|(_, v)| v.status);
+        .peer_verdicts(id)
+        .filter(|p| p.verdict.generation == generation && !p.degraded)
+        .map(|p| p.verdict.status);
     should_evict_failed(remove_failed, local, peers)
 }
 

@@ -111,10 +111,7 @@ pub fn assess<'a>(
     snapshot: &ClusterSnapshot,
     local: impl IntoIterator<Item = LocalResult<'a>>,
 ) -> Assessment {
-    let witnesses = snapshot
-        .live_peer_ids()
-        .filter(|n| !snapshot.is_degraded(n))
-        .count();
+    let witnesses = snapshot.healthy_peer_count();
     let mut out = Assessment {
         witnesses,
         ..Assessment::default()
@@ -124,12 +121,11 @@ pub fn assess<'a>(
     }
     for w in local {
         let ready = snapshot
-            .verdicts_on(w.id)
-            .into_iter()
-            .filter(|(node, v)| {
-                !snapshot.is_degraded(node)
-                    && v.generation == w.generation
-                    && v.status == Status::Ready
+            .peer_verdicts(w.id)
+            .filter(|p| {
+                !p.degraded
+                    && p.verdict.generation == w.generation
+                    && p.verdict.status == Status::Ready
             })
             .count();
         if ready * 2 > witnesses {

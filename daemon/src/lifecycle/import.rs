@@ -71,7 +71,7 @@ pub fn plan(
             continue;
         }
         let attributed = || {
-            let mut r = reg.clone();
+            let mut r = Registration::clone(reg);
             if claims_self(self_id, &r) {
                 r.owner = adv.by.clone();
             }
@@ -83,7 +83,7 @@ pub fn plan(
                 out.push(ImportAction::Replace(attributed()))
             }
             Some(l) if l.generation == reg.generation && l.revision < reg.revision => {
-                out.push(ImportAction::UpdateSpec(reg.clone()));
+                out.push(ImportAction::UpdateSpec(Registration::clone(reg)));
             }
             Some(_) => {}
         }
@@ -126,7 +126,7 @@ mod tests {
         (
             r.id.clone(),
             Advertised {
-                reg: r.clone(),
+                reg: std::sync::Arc::new(r.clone()),
                 by: by.into(),
             },
         )

@@ -29,8 +29,8 @@ pub fn spread(view: &View, cluster: &ClusterSnapshot) -> Spread {
     let mut s = Spread::default();
     for e in view.workers.values() {
         let peers_ready = cluster
-            .verdicts_on(&e.reg.id)
-            .values()
+            .peer_verdicts(&e.reg.id)
+            .map(|p| p.verdict)
             .filter(|v| v.generation == e.reg.generation && v.status == Status::Ready)
             .count();
         let ready = peers_ready + usize::from(e.status == Status::Ready);

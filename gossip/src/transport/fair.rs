@@ -8,9 +8,18 @@
 //! one message from each peer that has any, in turn, so an honest peer's next message
 //! waits behind at most one message of every other peer. The bucket caps the messages
 //! per second a peer may make this node decode, before any decoding is done.
+//!
+//! A message may carry a deadline ([`FairQueue::push_expiring`]): one still queued
+//! then is dropped, not delivered. The transport gives one to Syns: a Syn that waited
+//! a whole gossip round asks for a delta against a digest its sender has since
+//! replaced, so answering it late resends what the sender already has, and under
+//! overload such answers were most of the traffic. Dropping it sheds the work at its
+//! cheapest point (the answer is never computed); SynAcks and Acks, which carry state
+//! this node asked for, are kept.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
 use tokio::sync::Notify;
 
@@ -30,8 +39,26 @@ pub enum QueueFull {
 
 #[derive(Debug)]
 struct PeerQueue<T> {
-    items: VecDeque<(T, usize)>,
+    /// Message, cost, deadline.
+    items: VecDeque<(T, usize, Option<Instant>)>,
     bytes: usize,
+}
+
+impl<T> PeerQueue<T> {
+    /// Drops the messages whose deadline passed; returns how many.
+    fn drop_expired(&mut self, now: Instant) -> u64 {
+        let before = self.items.len();
+        let mut freed = 0;
+        self.items.retain(|(_, cost, deadline)| {
+            let keep = deadline.is_none_or(|d| d > now);
+            if !keep {
+                freed += cost;
+            }
+            keep
+        });
+        self.bytes -= freed;
+        (before - self.items.len()) as u64
+    }
 }
 
 #[derive(Debug)]
@@ -50,6 +77,7 @@ pub struct FairQueue<T> {
     ready: Notify,
     max_messages: usize,
     max_bytes: usize,
+    expired: AtomicU64,
 }
 
 impl<T> FairQueue<T> {
@@ -64,6 +92,7 @@ impl<T> FairQueue<T> {
             ready: Notify::new(),
             max_messages: max_messages.max(1),
             max_bytes,
+            expired: AtomicU64::new(0),
         }
     }
 
@@ -74,6 +103,34 @@ impl<T> FairQueue<T> {
 
     /// Queues `item` (weighing `cost` bytes) for `peer`, unless that peer's queue is full.
     pub fn push(&self, peer: &str, item: T, cost: usize) -> Result<(), QueueFull> {
+        self.push_with(peer, item, cost, None)
+    }
+
+    /// Like [`FairQueue::push`], for a message worth delivering only until `deadline`:
+    /// still queued then, it is dropped and counted ([`FairQueue::expired`]).
+    pub fn push_expiring(
+        &self,
+        peer: &str,
+        item: T,
+        cost: usize,
+        deadline: Instant,
+    ) -> Result<(), QueueFull> {
+        self.push_with(peer, item, cost, Some(deadline))
+    }
+
+    /// Messages dropped so far because their deadline passed in the queue.
+    pub fn expired(&self) -> u64 {
+        self.expired.load(Ordering::Relaxed)
+    }
+
+    fn push_with(
+        &self,
+        peer: &str,
+        item: T,
+        cost: usize,
+        deadline: Option<Instant>,
+    ) -> Result<(), QueueFull> {
+        let now = Instant::now();
         let mut inner = self.inner();
         let q = inner
             .queues
@@ -82,6 +139,14 @@ impl<T> FairQueue<T> {
                 items: VecDeque::new(),
                 bytes: 0,
             });
+        // Whether the peer is in the ring, before expired messages are dropped: if that
+        // empties its queue, the peer is still in the ring and must not enter twice.
+        let was_empty = q.items.is_empty();
+        // Expired messages make room before anything new is refused.
+        let expired = q.drop_expired(now);
+        if expired > 0 {
+            self.expired.fetch_add(expired, Ordering::Relaxed);
+        }
         if q.items.len() >= self.max_messages {
             return Err(QueueFull::Messages);
         }
@@ -89,8 +154,7 @@ impl<T> FairQueue<T> {
         if !q.items.is_empty() && q.bytes + cost > self.max_bytes {
             return Err(QueueFull::Bytes);
         }
-        let was_empty = q.items.is_empty();
-        q.items.push_back((item, cost));
+        q.items.push_back((item, cost, deadline));
         q.bytes += cost;
         if was_empty {
             inner.ring.push_back(peer.to_string());
@@ -102,16 +166,27 @@ impl<T> FairQueue<T> {
 
     /// The next message, taking peers in turn; `None` when nothing is queued.
     pub fn pop(&self) -> Option<T> {
+        let now = Instant::now();
         let mut inner = self.inner();
         while let Some(peer) = inner.ring.pop_front() {
             let Some(q) = inner.queues.get_mut(&peer) else {
                 continue;
             };
-            let Some((item, cost)) = q.items.pop_front() else {
+            let Some((item, cost, deadline)) = q.items.pop_front() else {
                 inner.queues.remove(&peer);
                 continue;
             };
             q.bytes -= cost;
+            if deadline.is_some_and(|d| d <= now) {
+                self.expired.fetch_add(1, Ordering::Relaxed);
+                // This peer keeps its turn: put it back in front.
+                if q.items.is_empty() {
+                    inner.queues.remove(&peer);
+                } else {
+                    inner.ring.push_front(peer);
+                }
+                continue;
+            }
             if q.items.is_empty() {
                 // Forget idle peers, so the map holds only peers with something queued.
                 inner.queues.remove(&peer);
@@ -220,6 +295,34 @@ mod tests {
         assert!(q.is_empty());
         // The flooder can queue again once served.
         q.push("flooder", ("flooder", 9), 10).unwrap();
+    }
+
+    #[test]
+    fn messages_past_their_deadline_are_dropped_and_make_room() {
+        let q = FairQueue::new(2, 1_000);
+        let now = Instant::now();
+        let past = now - Duration::from_millis(1);
+        let later = now + Duration::from_secs(60);
+        q.push_expiring("p", "stale syn", 10, past).unwrap();
+        q.push("p", "synack", 10).unwrap();
+        // Full by count, but the stale one goes first and makes room.
+        q.push_expiring("p", "fresh syn", 10, later).unwrap();
+        assert_eq!(q.expired(), 1);
+        q.push_expiring("other", "stale", 10, past).unwrap();
+        q.push("other", "kept", 10).unwrap();
+        let order: Vec<_> = std::iter::from_fn(|| q.pop()).collect();
+        assert_eq!(order, ["synack", "kept", "fresh syn"]);
+        assert_eq!(
+            q.expired(),
+            2,
+            "the one that expired while queued is counted too"
+        );
+        assert!(q.is_empty());
+        // Room and weight are given back.
+        for _ in 0..2 {
+            q.push("p", "x", 600).unwrap();
+            assert_eq!(q.pop(), Some("x"));
+        }
     }
 
     #[test]

@@ -15,6 +15,7 @@ pub struct TransportMetrics {
     pub(crate) bytes_in: AtomicU64,
     pub(crate) dropped_send_queue_full: AtomicU64,
     pub(crate) dropped_recv_queue_full: AtomicU64,
+    pub(crate) dropped_recv_stale: AtomicU64,
     pub(crate) dropped_send_failed: AtomicU64,
     pub(crate) malformed: AtomicU64,
     pub(crate) oversized: AtomicU64,
@@ -152,6 +153,9 @@ pub struct TransportStats {
     pub dropped_send_queue_full: u64,
     /// Messages dropped because the sending peer's receive queue was full.
     pub dropped_recv_queue_full: u64,
+    /// Syns dropped because they waited a whole gossip round in the receive queue
+    /// (load shed: their answer would resend what the sender already has).
+    pub dropped_recv_stale: u64,
     /// Messages dropped because the peer could not be reached.
     pub dropped_send_failed: u64,
     /// Received messages that did not decode.
@@ -200,6 +204,7 @@ impl TransportMetrics {
             bytes_in: self.bytes_in.load(Relaxed),
             dropped_send_queue_full: self.dropped_send_queue_full.load(Relaxed),
             dropped_recv_queue_full: self.dropped_recv_queue_full.load(Relaxed),
+            dropped_recv_stale: self.dropped_recv_stale.load(Relaxed),
             dropped_send_failed: self.dropped_send_failed.load(Relaxed),
             malformed: self.malformed.load(Relaxed),
             oversized: self.oversized.load(Relaxed),

@@ -55,6 +55,9 @@ pub struct QuicSettings {
     pub peer_recv_messages: usize,
     /// Estimated bytes of received messages queued per peer (see `Scan::cost`).
     pub peer_recv_bytes: usize,
+    /// A received Syn not handed to chitchat within this long is dropped (one gossip
+    /// round: its sender has sent a newer digest by then; see [`super::fair`]).
+    pub syn_max_wait: Duration,
     /// Messages per second one peer (certificate name) may send; more are dropped
     /// before they are decoded.
     pub peer_rate: u32,
@@ -87,6 +90,7 @@ impl QuicSettings {
             peer_queue: 64,
             peer_recv_messages: PEER_QUEUE_MESSAGES,
             peer_recv_bytes: PEER_QUEUE_BYTES,
+            syn_max_wait: interval,
             peer_rate: rate,
             peer_burst: rate,
             idle_timeout: Duration::from_secs(5),
@@ -253,11 +257,12 @@ impl Socket for QuicSocket {
     }
 
     async fn recv(&mut self) -> anyhow::Result<(SocketAddr, ChitchatMessage)> {
-        self.shared
-            .inbox
-            .recv()
-            .await
-            .ok_or_else(|| anyhow::anyhow!("the QUIC endpoint stopped"))
+        let got = self.shared.inbox.recv().await;
+        self.shared.metrics.dropped_recv_stale.store(
+            self.shared.inbox.expired(),
+            std::sync::atomic::Ordering::Relaxed,
+        );
+        got.ok_or_else(|| anyhow::anyhow!("the QUIC endpoint stopped"))
     }
 }
 

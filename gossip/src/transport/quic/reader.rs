@@ -182,11 +182,17 @@ fn admit(shared: &Shared, name: &str, from: SocketAddr, wire: &[u8]) -> Result<(
     let msg = ChitchatMessage::deserialize(&mut &inner[..]).map_err(|_| Dropped::Malformed)?;
     inc(&shared.metrics.messages_in);
     add(&shared.metrics.bytes_in, wire.len());
-    shared
-        .inbox
-        .push(name, (from, msg), scanned.cost(inner.len()))
-        .map_err(|_| {
-            inc(&shared.metrics.dropped_recv_queue_full);
-            Dropped::Bound(Bound::PeerQueue)
-        })
+    let cost = scanned.cost(inner.len());
+    let queued = if scanned.kind == crate::transport::MessageKind::Syn {
+        let deadline = std::time::Instant::now() + shared.settings.syn_max_wait;
+        shared
+            .inbox
+            .push_expiring(name, (from, msg), cost, deadline)
+    } else {
+        shared.inbox.push(name, (from, msg), cost)
+    };
+    queued.map_err(|_| {
+        inc(&shared.metrics.dropped_recv_queue_full);
+        Dropped::Bound(Bound::PeerQueue)
+    })
 }
