@@ -112,6 +112,7 @@ fn verdicts_come_from_live_peers_only_one_per_node() {
         &records(&[(&other, Status::Ready)]),
         peer(true),
     );
+    snap.finish();
     let seen: Vec<(&str, Status)> = snap
         .verdicts_on(&w)
         .into_iter()
@@ -235,4 +236,35 @@ fn verdicts_decode_from_buckets_and_the_old_layout_newest_first() {
     assert_eq!((v.generation, v.status, v.since_ms), (2, Status::Ready, 50));
     assert_eq!(r.malformed, 1, "the stray entry is counted");
     assert_eq!(r.verdicts.len(), 1, "and not taken");
+}
+
+#[test]
+fn peer_verdicts_carry_the_newest_instances_degraded_flag() {
+    let w = WorkerId::parse("00000000000000aa").unwrap();
+    let degraded = |status| {
+        let plain = records(&[(&w, status)]);
+        Arc::new(NodeRecords {
+            verdicts: plain.verdicts.clone(),
+            degraded: Some("cut off".into()),
+            ..NodeRecords::default()
+        })
+    };
+    let mut snap = ClusterSnapshot::default();
+    snap.merge(&id("a", 1), &records(&[]), me());
+    // b restarted: its old instance was degraded, its new one is not.
+    snap.merge(&id("b", 1), &degraded(Status::Failed), peer(true));
+    snap.merge(&id("b", 2), &records(&[(&w, Status::Ready)]), peer(true));
+    snap.merge(&id("c", 1), &degraded(Status::Failed), peer(true));
+    snap.finish();
+    let seen: Vec<_> = snap
+        .peer_verdicts(&w)
+        .map(|p| (p.node, p.verdict.status, p.degraded))
+        .collect();
+    assert_eq!(
+        seen,
+        [("b", Status::Ready, false), ("c", Status::Failed, true)]
+    );
+    assert_eq!(snap.healthy_peer_count(), 1);
+    assert!(snap.is_degraded("c") && !snap.is_degraded("b"));
+    assert_eq!(snap.live_peer_ids().collect::<Vec<_>>(), ["b", "c"]);
 }
