@@ -220,11 +220,11 @@ impl SimCluster {
         let generation = self.clock.now_ms();
         let seeds: Vec<SocketAddr> = n.seed_addr.into_iter().collect();
         let inner = match &self.net {
-            Net::Model(network) => Inner::Model(network.join(
+            Net::Model(network) => Inner::Model(Box::new(network.join(
                 ChitchatId::new(n.name.clone(), generation, n.addr),
                 seeds,
                 &[(VERSION_KEY.to_string(), "sim".to_string())],
-            )),
+            ))),
             Net::Chitchat(transport) => {
                 let config = GossipConfig {
                     node_id: n.name.clone(),

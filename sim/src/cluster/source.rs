@@ -13,8 +13,8 @@ use std::sync::{Arc, Mutex};
 
 /// Where the state comes from.
 pub enum Inner {
-    /// The seeded scuttlebutt model.
-    Model(ModelSource),
+    /// The seeded scuttlebutt model (boxed: it holds the publisher's state inline).
+    Model(Box<ModelSource>),
     /// Real chitchat over its in-memory transport.
     Chitchat(Arc<GossipHandle>),
 }
