@@ -1,6 +1,6 @@
 //! PyPI tools for the tests, each installed on first use into its own virtual
 //! environment under the target directory (one installer at a time, a marker file per
-//! pinned version), the way [`crate::kube`] installs kubernetes-validate.
+//! pinned version), the way the Kubernetes manifest checks install kubernetes-validate.
 
 use crate::binary::workspace_root;
 use std::path::{Path, PathBuf};

@@ -1,6 +1,7 @@
 //! Unit tests of the cluster snapshot.
 
 use super::*;
+use crate::keys;
 
 fn id(node: &str, generation: u64) -> ChitchatId {
     ChitchatId::new(
