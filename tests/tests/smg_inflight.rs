@@ -7,7 +7,8 @@
 
 use probemesh_tests::smg::{FAKE_MODEL, LlmWorker, STREAM_CHUNKS, Smg, smg_bin};
 use probemesh_tests::{
-    Agent, client, eventually, free_port, gateway_workers, id_of, require, scaled, wait_status,
+    Agent, client, eventually, free_port, gateway_workers, get_json, id_of, require, scaled,
+    wait_status,
 };
 use serde_json::{Value, json};
 use std::time::{Duration, Instant};
@@ -83,17 +84,7 @@ async fn requests_in_flight_survive_smgs_removal_of_a_draining_worker() {
     let dir = tempfile::tempdir().unwrap();
     let log = dir.path().join("smg.log");
     let smg = Smg::start(&[], "127.0.0.1", free_port(), &[], &log);
-    smg.wait_up(async |u| {
-        client(Duration::from_secs(3))
-            .get(u)
-            .send()
-            .await
-            .ok()?
-            .json()
-            .await
-            .ok()
-    })
-    .await;
+    smg.wait_up(async |u| get_json(u).await).await;
     let agent = Agent::start(&["--probe-interval", "100ms", "--smg-url", &smg.url]).await;
     let w = LlmWorker::start();
     let url = format!("http://127.0.0.1:{}", w.port);
