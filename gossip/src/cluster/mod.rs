@@ -481,15 +481,6 @@ impl ClusterSnapshot {
         self.peers.iter().filter(|p| !p.degraded).count()
     }
 
-    /// Whether live member `node_id` says it is degraded (SPEC S12). A node seen under
-    /// two generations counts as degraded when its newest live instance says so.
-    pub fn is_degraded(&self, node_id: &str) -> bool {
-        self.peers
-            .iter()
-            .find(|p| p.node_id == node_id)
-            .is_some_and(|p| p.degraded)
-    }
-
     /// Node ids of the live members, self included.
     pub fn live_node_ids(&self) -> impl Iterator<Item = &str> {
         self.members

