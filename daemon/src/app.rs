@@ -14,7 +14,8 @@ use crate::store::{RejectedRecord, Store};
 use anyhow::Context;
 use probemesh_gossip::identity::IdentityGuard;
 use probemesh_gossip::model::WorkerSpec;
-use probemesh_gossip::node::{GossipConfig, GossipHandle, spawn_gossip};
+use probemesh_gossip::node::{GossipConfig, GossipHandle};
+use probemesh_gossip::thread::spawn_gossip_thread;
 use probemesh_gossip::tls::{self, TlsMaterial};
 use probemesh_gossip::transport::{QuicSettings, QuicTransport};
 use std::net::SocketAddr;
@@ -123,7 +124,8 @@ impl App {
             version: crate::version::VERSION.to_string(),
             identities: Some(transport.identities()),
         };
-        let gossip = Arc::new(spawn_gossip(gossip_config, &transport).await?);
+        // Gossip runs on a thread of its own (see probemesh_gossip::thread).
+        let gossip = Arc::new(spawn_gossip_thread(gossip_config, transport).await?);
         let guard = IdentityGuard::new(
             &config.node_id,
             generation,

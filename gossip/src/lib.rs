@@ -17,5 +17,6 @@ pub mod model;
 pub mod node;
 pub mod publication;
 pub mod source;
+pub mod thread;
 pub mod tls;
 pub mod transport;

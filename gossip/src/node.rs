@@ -6,6 +6,7 @@ use crate::identity::Sighting;
 use crate::keys;
 use crate::publication::{Publication, Publisher};
 use crate::source::{ClusterSource, Fingerprint};
+use crate::thread::GossipThread;
 use crate::transport::PeerIdentities;
 use chitchat::transport::Transport;
 use chitchat::{ChitchatConfig, ChitchatHandle, ChitchatId, FailureDetectorConfig, ListenerHandle};
@@ -88,6 +89,8 @@ pub struct GossipHandle {
     /// What this node published last (the diff base of [`GossipHandle::publish`]).
     publisher: tokio::sync::Mutex<Publisher>,
     _listener: ListenerHandle,
+    /// The thread gossip runs on, if it has one ([`crate::thread::spawn_gossip_thread`]).
+    thread: Option<GossipThread>,
 }
 
 impl std::fmt::Debug for GossipHandle {
@@ -137,6 +140,7 @@ pub async fn spawn_gossip(
         identities: config.identities,
         publisher: tokio::sync::Mutex::new(Publisher::default()),
         _listener: listener,
+        thread: None,
     })
 }
 
@@ -273,12 +277,21 @@ impl GossipHandle {
         self.handle.abort();
     }
 
-    /// Stops gossiping.
+    pub(crate) fn set_thread(&mut self, thread: GossipThread) {
+        self.thread = Some(thread);
+    }
+
+    /// Stops gossiping (and the gossip thread, if gossip has one).
     pub async fn shutdown(self) -> Result<(), GossipError> {
-        self.handle
+        let stopped = self
+            .handle
             .shutdown()
             .await
-            .map_err(|e| GossipError::Stop(e.into()))
+            .map_err(|e| GossipError::Stop(e.into()));
+        if let Some(thread) = self.thread {
+            thread.stop().await;
+        }
+        stopped
     }
 }
 
