@@ -6,14 +6,13 @@ use crate::identity::Sighting;
 use crate::keys;
 use crate::publication::{Publication, Publisher};
 use crate::source::{ClusterSource, Fingerprint};
-use crate::thread::GossipThread;
 use crate::transport::PeerIdentities;
 use chitchat::transport::Transport;
 use chitchat::{ChitchatConfig, ChitchatHandle, ChitchatId, FailureDetectorConfig, ListenerHandle};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::sync::Notify;
+use tokio::sync::{Notify, oneshot};
 
 /// Settings of the gossip layer.
 #[derive(Clone, Debug)]
@@ -78,6 +77,39 @@ pub fn failure_detector(
     }
 }
 
+/// Keeps the gossip thread running; dropping it stops the thread's runtime, which ends
+/// every task of the transport still running on it.
+pub(crate) struct GossipThread {
+    stop: Option<oneshot::Sender<()>>,
+    exited: Option<oneshot::Receiver<()>>,
+}
+
+impl GossipThread {
+    pub(crate) fn new(stop: oneshot::Sender<()>, exited: oneshot::Receiver<()>) -> GossipThread {
+        GossipThread {
+            stop: Some(stop),
+            exited: Some(exited),
+        }
+    }
+
+    /// Lets the thread's runtime end and waits until it has (its tasks are dropped,
+    /// its sockets closed). Never blocks the caller's thread.
+    pub(crate) async fn stop(mut self) {
+        self.stop.take();
+        if let Some(exited) = self.exited.take() {
+            let _ = exited.await;
+        }
+    }
+}
+
+impl std::fmt::Debug for GossipThread {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("GossipThread")
+            .field("running", &self.stop.is_some())
+            .finish()
+    }
+}
+
 /// A running gossip node.
 pub struct GossipHandle {
     handle: ChitchatHandle,
@@ -89,7 +121,7 @@ pub struct GossipHandle {
     /// What this node published last (the diff base of [`GossipHandle::publish`]).
     publisher: tokio::sync::Mutex<Publisher>,
     _listener: ListenerHandle,
-    /// The thread gossip runs on, if it has one ([`crate::thread::spawn_gossip_thread`]).
+    /// The thread gossip runs on, if it was started on one (`spawn_gossip_thread`).
     thread: Option<GossipThread>,
 }
 

@@ -17,7 +17,7 @@
 //! take chitchat's lock (a `tokio::sync::Mutex`, usable from any runtime) and decode on
 //! the caller's thread, so large cluster states are never decoded on the gossip thread.
 
-use crate::node::{GossipConfig, GossipError, GossipHandle, spawn_gossip};
+use crate::node::{GossipConfig, GossipError, GossipHandle, GossipThread, spawn_gossip};
 use chitchat::transport::Transport;
 use std::cell::Cell;
 use std::sync::Arc;
@@ -76,32 +76,6 @@ pub fn coalescing_runtime(
         .build()
 }
 
-/// Keeps the gossip thread running; dropping it stops the thread's runtime, which ends
-/// every task of the transport still running on it.
-pub(crate) struct GossipThread {
-    stop: Option<oneshot::Sender<()>>,
-    exited: Option<oneshot::Receiver<()>>,
-}
-
-impl GossipThread {
-    /// Lets the thread's runtime end and waits until it has (its tasks are dropped,
-    /// its sockets closed). Never blocks the caller's thread.
-    pub(crate) async fn stop(mut self) {
-        self.stop.take();
-        if let Some(exited) = self.exited.take() {
-            let _ = exited.await;
-        }
-    }
-}
-
-impl std::fmt::Debug for GossipThread {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("GossipThread")
-            .field("running", &self.stop.is_some())
-            .finish()
-    }
-}
-
 /// Starts gossip ([`spawn_gossip`]) on `transport`, on a thread of its own with a
 /// single-threaded runtime (see the module documentation). The returned handle is used
 /// from any runtime; [`GossipHandle::shutdown`] stops chitchat, then the thread.
@@ -138,10 +112,7 @@ where
     let mut handle = started_rx.await.map_err(|_| {
         GossipError::Start("the gossip thread ended before gossip started".into())
     })??;
-    handle.set_thread(GossipThread {
-        stop: Some(stop_tx),
-        exited: Some(exited_rx),
-    });
+    handle.set_thread(GossipThread::new(stop_tx, exited_rx));
     Ok(handle)
 }
 
