@@ -20,7 +20,7 @@ impl Collector for TransportCollector {
             return Ok(());
         };
         let s = t.snapshot();
-        let counters: [(&str, &str, u64); 15] = [
+        let counters: [(&str, &str, u64); 16] = [
             (
                 "gossip_messages_out",
                 "Gossip messages sent",
@@ -60,6 +60,11 @@ impl Collector for TransportCollector {
                 "gossip_dropped_recv_stale",
                 "Gossip Syns dropped unanswered after waiting a gossip round in the receive queue (load shed)",
                 s.dropped_recv_stale,
+            ),
+            (
+                "gossip_empty_acks",
+                "Gossip Acks received with an empty delta, taken by the transport instead of chitchat (they change nothing)",
+                s.empty_acks,
             ),
             (
                 "gossip_dropped_send_failed",

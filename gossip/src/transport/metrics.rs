@@ -16,6 +16,7 @@ pub struct TransportMetrics {
     pub(crate) dropped_send_queue_full: AtomicU64,
     pub(crate) dropped_recv_queue_full: AtomicU64,
     pub(crate) dropped_recv_stale: AtomicU64,
+    pub(crate) empty_acks: AtomicU64,
     pub(crate) dropped_send_failed: AtomicU64,
     pub(crate) malformed: AtomicU64,
     pub(crate) oversized: AtomicU64,
@@ -156,6 +157,9 @@ pub struct TransportStats {
     /// Syns dropped because they waited a whole gossip round in the receive queue
     /// (load shed: their answer would resend what the sender already has).
     pub dropped_recv_stale: u64,
+    /// Of the messages received, Acks with an empty delta, which the transport takes in
+    /// chitchat's place (applying one changes nothing).
+    pub empty_acks: u64,
     /// Messages dropped because the peer could not be reached.
     pub dropped_send_failed: u64,
     /// Received messages that did not decode.
@@ -205,6 +209,7 @@ impl TransportMetrics {
             dropped_send_queue_full: self.dropped_send_queue_full.load(Relaxed),
             dropped_recv_queue_full: self.dropped_recv_queue_full.load(Relaxed),
             dropped_recv_stale: self.dropped_recv_stale.load(Relaxed),
+            empty_acks: self.empty_acks.load(Relaxed),
             dropped_send_failed: self.dropped_send_failed.load(Relaxed),
             malformed: self.malformed.load(Relaxed),
             oversized: self.oversized.load(Relaxed),
