@@ -4,8 +4,8 @@
 //! loop, the transport's per-peer writer, quinn's connection and endpoint drivers, the
 //! per-connection reader. On a multi-threaded runtime each hand-off may wake the other
 //! worker thread (a futex call and a context switch) and move the task between caches;
-//! at 64 members and 100 ms rounds a node handles about 180 messages a second, and
-//! those wake-ups were a seventh of its CPU (docs/benchmarks.md). On a single-threaded
+//! at 64 members and 100 ms rounds a node handles about 180 messages a second, and a
+//! runtime of its own took a fifth off the agents' CPU (docs/benchmarks.md). On a single-threaded
 //! runtime of its own, gossip's hand-offs stay on one thread, and the admin API, the
 //! reconciler and a greedy local client cannot delay a heartbeat: the failure detector
 //! of every peer depends on this node answering on time.
@@ -47,7 +47,7 @@ pub fn coalescing_window(interval: Duration) -> Duration {
 /// Why: each wake-up of an idle thread costs a context switch and, on a virtual
 /// machine, an exit to the hypervisor, and a gossip thread at 100 ms rounds is woken
 /// by about 170 events a second, each with a few microseconds of work. Measured at 64
-/// agents on two cores, the wake-ups were about a third of the agents' CPU
+/// agents on two cores, the wake-ups were about a quarter of the agents' CPU
 /// (docs/benchmarks.md). Sleeping in the park hook blocks no task: the scheduler calls
 /// it only when nothing is ready to run, and the thread runs nothing but gossip. Under
 /// load (a wake-up whose work takes longer than `window`) it does not sleep at all.
