@@ -79,34 +79,24 @@ pub fn failure_detector(
 
 /// Keeps the gossip thread running; dropping it stops the thread's runtime, which ends
 /// every task of the transport still running on it.
+#[derive(Debug)]
 pub(crate) struct GossipThread {
-    stop: Option<oneshot::Sender<()>>,
-    exited: Option<oneshot::Receiver<()>>,
+    /// Dropping it ends the thread's wait.
+    stop: oneshot::Sender<()>,
+    /// Resolves once the thread's runtime is gone.
+    exited: oneshot::Receiver<()>,
 }
 
 impl GossipThread {
     pub(crate) fn new(stop: oneshot::Sender<()>, exited: oneshot::Receiver<()>) -> GossipThread {
-        GossipThread {
-            stop: Some(stop),
-            exited: Some(exited),
-        }
+        GossipThread { stop, exited }
     }
 
     /// Lets the thread's runtime end and waits until it has (its tasks are dropped,
     /// its sockets closed). Never blocks the caller's thread.
-    pub(crate) async fn stop(mut self) {
-        self.stop.take();
-        if let Some(exited) = self.exited.take() {
-            let _ = exited.await;
-        }
-    }
-}
-
-impl std::fmt::Debug for GossipThread {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("GossipThread")
-            .field("running", &self.stop.is_some())
-            .finish()
+    pub(crate) async fn stop(self) {
+        drop(self.stop);
+        let _ = self.exited.await;
     }
 }
 

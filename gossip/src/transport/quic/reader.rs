@@ -180,15 +180,17 @@ fn admit(shared: &Shared, name: &str, from: SocketAddr, wire: &[u8]) -> Result<(
     for (id, _) in scanned.digest.iter().filter(|(id, _)| id.node_id == name) {
         shared.identities.attest(name, id.addr);
     }
-    if absorbs(&scanned) {
-        inc(&shared.metrics.messages_in);
-        add(&shared.metrics.bytes_in, wire.len());
-        inc(&shared.metrics.empty_acks);
-        return Ok(());
-    }
-    let msg = ChitchatMessage::deserialize(&mut &inner[..]).map_err(|_| Dropped::Malformed)?;
+    let msg = if absorbs(&scanned) {
+        None
+    } else {
+        Some(ChitchatMessage::deserialize(&mut &inner[..]).map_err(|_| Dropped::Malformed)?)
+    };
     inc(&shared.metrics.messages_in);
     add(&shared.metrics.bytes_in, wire.len());
+    let Some(msg) = msg else {
+        inc(&shared.metrics.empty_acks);
+        return Ok(());
+    };
     let cost = scanned.cost(inner.len());
     let queued = match deadline_for(scanned.kind, Instant::now(), shared.settings.syn_max_wait) {
         Some(deadline) => shared
