@@ -249,10 +249,14 @@ impl App {
             max_connections = admin_server.max_connections,
             "admin API listening"
         );
+        let router = admin::router(state);
+        // Start-up is done: what it built and dropped (the OpenAPI document behind the
+        // router, the decoded state) goes back to the kernel now (crate::memory).
+        crate::memory::release_now();
         latches[3].release();
         admin::server::serve(
             listener,
-            admin::router(state),
+            router,
             admin_server,
             node.metrics().admin().clone(),
             shutdown.clone(),
@@ -418,7 +422,10 @@ fn spawn_background(
     config: &AgentConfig,
     shutdown: CancellationToken,
 ) -> Vec<tokio::task::JoinHandle<()>> {
-    let mut tasks = Vec::new();
+    let mut tasks = vec![tokio::spawn(crate::memory::run(
+        crate::memory::RELEASE_PERIOD,
+        shutdown.clone(),
+    ))];
     tasks.push(tokio::spawn(crate::tombstone_expiry::run(
         Arc::clone(node),
         crate::tombstone_expiry::period(config.tombstone_ttl),

@@ -24,6 +24,7 @@ pub mod identity_watch;
 pub mod lifecycle;
 pub mod local_faults;
 pub mod logging;
+pub mod memory;
 pub mod metrics;
 pub mod node;
 pub mod probe;

@@ -355,3 +355,60 @@ async fn configuration_precedence_is_flag_then_env_then_file() {
                "success_threshold": 2, "failure_threshold": 5, "disable": true, "kind": "http"})
     );
 }
+
+/// Sends a request head that cannot be parsed to the agent's admin port: the agent
+/// answers 400 and logs `rejected a malformed request head` at debug level.
+async fn send_malformed_head(agent: &Agent) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut conn = tokio::net::TcpStream::connect(("127.0.0.1", agent.port()))
+        .await
+        .expect("connect to the admin port");
+    conn.write_all(b"NOT A REQUEST\r\n\r\n")
+        .await
+        .expect("write");
+    let mut answer = Vec::new();
+    let _ = conn.read_to_end(&mut answer).await;
+}
+
+#[tokio::test]
+async fn rust_log_sets_the_levels_and_a_typo_is_reported_not_fatal() {
+    // A per-target debug level shows that target's debug lines.
+    let debug = Agent::builder()
+        .env("RUST_LOG", "warn,probemesh::admin=debug")
+        .start()
+        .await;
+    send_malformed_head(&debug).await;
+    eventually(
+        "the debug line of a malformed request head",
+        scaled(std::time::Duration::from_secs(10)),
+        std::time::Duration::from_millis(20),
+        || async {
+            let log = debug.log();
+            if log.contains("rejected a malformed request head") {
+                Ok(())
+            } else {
+                Err(log)
+            }
+        },
+    )
+    .await;
+    // The bare level applies to the rest: start-up's info lines are gone.
+    assert!(
+        !debug.log().contains("probemesh agent starting"),
+        "{}",
+        debug.log()
+    );
+
+    // At info (the default) the same request logs nothing; an invalid filter is
+    // reported and replaced by the default, and the agent still starts.
+    let typo = Agent::builder()
+        .env("RUST_LOG", "probemesh=loud")
+        .start()
+        .await;
+    send_malformed_head(&typo).await;
+    typo.api().get("/v1/health").await.expect_status(200);
+    let log = typo.log();
+    assert!(log.contains("RUST_LOG is not a valid log filter"), "{log}");
+    assert!(log.contains("probemesh agent starting"), "{log}");
+    assert!(!log.contains("rejected a malformed request head"), "{log}");
+}
