@@ -4,7 +4,7 @@
 //! The filter is tracing-subscriber's `Targets`: comma-separated `target=level`
 //! directives and one bare default level (`info,probemesh_gossip=debug`). It has no span
 //! or field directives, which `EnvFilter` has; in exchange it needs no regular
-//! expressions, which kept about 0.3 MB of code in the binary (docs/decisions.md).
+//! expressions, which kept about 0.43 MB of code in the binary (docs/decisions.md).
 
 use crate::config::LogFormat;
 use std::io::IsTerminal;
