@@ -253,6 +253,16 @@ impl App {
         // Start-up is done: what it built and dropped (the OpenAPI document behind the
         // router, the decoded state) goes back to the kernel now (crate::memory).
         crate::memory::release_now();
+        // And the code only start-up ran is unmapped (it reads procfs: a blocking thread).
+        tokio::task::spawn_blocking(|| match crate::memory::unmap_start_up_code() {
+            Ok(bytes) => tracing::debug!(
+                bytes,
+                "unmapped the code start-up ran; what runs now maps back in"
+            ),
+            Err(e) => {
+                tracing::debug!(error = %e, "could not unmap the code start-up ran; it stays resident")
+            }
+        });
         latches[3].release();
         admin::server::serve(
             listener,
