@@ -11,7 +11,7 @@
 //! The same holds for the binary's own code: start-up runs code that never runs again
 //! (flag and file parsing, certificate generation, the OpenAPI document), and the
 //! kernel maps a page of code in with the pages around it (fault-around, 64 KiB), so
-//! an idle agent kept nearly all of its 8.8 MB of text mapped. [`unmap_start_up_code`]
+//! an idle agent kept 6.3 MiB of its 8.8 MB of text mapped. [`unmap_start_up_code`]
 //! unmaps it once; what runs afterwards is mapped back in on first use, from the page
 //! cache.
 //!
@@ -81,7 +81,7 @@ pub fn unmap_start_up_code() -> std::io::Result<usize> {
 }
 
 /// One mapping of `/proc/self/smaps`, as far as [`unmap_start_up_code`] reads it.
-#[derive(Debug, PartialEq, Eq)]
+#[derive(Debug)]
 struct Mapping<'a> {
     start: usize,
     end: usize,
