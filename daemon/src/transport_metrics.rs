@@ -20,7 +20,7 @@ impl Collector for TransportCollector {
             return Ok(());
         };
         let s = t.snapshot();
-        let counters: [(&str, &str, u64); 16] = [
+        let counters: [(&str, &str, u64); 17] = [
             (
                 "gossip_messages_out",
                 "Gossip messages sent",
@@ -65,6 +65,11 @@ impl Collector for TransportCollector {
                 "gossip_empty_acks",
                 "Gossip Acks received with an empty delta, taken by the transport instead of chitchat (they change nothing)",
                 s.empty_acks,
+            ),
+            (
+                "gossip_empty_acks_unsent",
+                "Gossip Acks with an empty delta not sent: the peer would apply nothing",
+                s.empty_acks_unsent,
             ),
             (
                 "gossip_dropped_send_failed",

@@ -17,6 +17,7 @@ pub struct TransportMetrics {
     pub(crate) dropped_recv_queue_full: AtomicU64,
     pub(crate) dropped_recv_stale: AtomicU64,
     pub(crate) empty_acks: AtomicU64,
+    pub(crate) empty_acks_unsent: AtomicU64,
     pub(crate) dropped_send_failed: AtomicU64,
     pub(crate) malformed: AtomicU64,
     pub(crate) oversized: AtomicU64,
@@ -160,6 +161,10 @@ pub struct TransportStats {
     /// Of the messages received, Acks with an empty delta, which the transport takes in
     /// chitchat's place (applying one changes nothing).
     pub empty_acks: u64,
+    /// Acks with an empty delta that chitchat asked to send and the transport did not
+    /// send: the peer would take them in chitchat's place and apply nothing (not counted
+    /// in `messages_out`).
+    pub empty_acks_unsent: u64,
     /// Messages dropped because the peer could not be reached.
     pub dropped_send_failed: u64,
     /// Received messages that did not decode.
@@ -210,6 +215,7 @@ impl TransportMetrics {
             dropped_recv_queue_full: self.dropped_recv_queue_full.load(Relaxed),
             dropped_recv_stale: self.dropped_recv_stale.load(Relaxed),
             empty_acks: self.empty_acks.load(Relaxed),
+            empty_acks_unsent: self.empty_acks_unsent.load(Relaxed),
             dropped_send_failed: self.dropped_send_failed.load(Relaxed),
             malformed: self.malformed.load(Relaxed),
             oversized: self.oversized.load(Relaxed),

@@ -74,6 +74,13 @@ pub struct Scan {
 }
 
 impl Scan {
+    /// Whether this is an Ack whose delta holds no operation (not even a node header):
+    /// an Ack has no answer and an empty delta changes no state, so chitchat would
+    /// apply nothing. In a converged cluster most Acks are empty.
+    pub fn is_empty_ack(&self) -> bool {
+        self.kind == MessageKind::Ack && self.ops == 0
+    }
+
     /// An upper estimate of the memory the decoded message holds, for queue budgets:
     /// the wire bytes, the inflated delta and [`OP_COST`] per operation.
     pub fn cost(&self, wire_len: usize) -> usize {

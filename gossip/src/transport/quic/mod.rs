@@ -24,6 +24,7 @@ pub use config::QuicError;
 
 use super::MAX_MESSAGE;
 use super::envelope;
+use super::scan;
 use super::fair::{FairQueue, PEER_QUEUE_BYTES, PEER_QUEUE_MESSAGES};
 use super::identity::{PeerIdentities, SpeakerBook};
 use super::metrics::{Carrier, MessageKind, TransportMetrics, inc};
@@ -237,6 +238,10 @@ impl Socket for QuicSocket {
             inc(&self.shared.metrics.oversized);
             return Ok(());
         }
+        if kind == MessageKind::Ack && is_empty_ack(&self.buf) {
+            inc(&self.shared.metrics.empty_acks_unsent);
+            return Ok(());
+        }
         let bytes = Bytes::from(envelope::seal(&self.buf));
         let shared = &self.shared;
         let queue = self
@@ -265,6 +270,20 @@ impl Socket for QuicSocket {
         got.ok_or_else(|| anyhow::anyhow!("the QUIC endpoint stopped"))
     }
 }
+
+/// Whether `encoded` is an Ack that carries nothing: the peer would apply nothing, so it
+/// is not sent. That is a third of a converged node's messages, each a packet to
+/// encrypt, send, receive, decrypt and scan, and a wake-up on both sides
+/// (docs/benchmarks.md). Only short messages are scanned: an empty Ack is a few bytes,
+/// and an Ack with one operation is longer than [`EMPTY_ACK_MAX`] (a node header alone
+/// carries a chitchat id), so a delta is never inflated here.
+fn is_empty_ack(encoded: &[u8]) -> bool {
+    encoded.len() <= EMPTY_ACK_MAX
+        && scan::scan(encoded, scan::ScanLimits::default()).is_ok_and(|s| s.is_empty_ack())
+}
+
+/// Longest encoding scanned for emptiness before an Ack is sent.
+const EMPTY_ACK_MAX: usize = 64;
 
 fn spawn_writer(shared: Arc<Shared>, to: SocketAddr) -> mpsc::Sender<(MessageKind, Bytes)> {
     let (tx, mut rx) = mpsc::channel::<(MessageKind, Bytes)>(shared.settings.peer_queue.max(1));
@@ -341,5 +360,51 @@ async fn check_loop(shared: Arc<Shared>, mut rx: mpsc::Receiver<(String, SocketA
             shared.identities.check_done(&node_id, addr);
             drop(permit);
         });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::transport::craft::{self, Encoding, Op};
+    use crate::transport::scan::WireId;
+    use chitchat::Deserializable;
+
+    fn id(name: &str) -> WireId {
+        WireId {
+            node_id: name.into(),
+            generation: 1,
+            addr: "127.0.0.1:7000".parse().unwrap(),
+        }
+    }
+
+    /// The bytes chitchat itself writes for `wire` (decoded, then encoded again; only
+    /// for an empty delta, as chitchat asserts in debug builds that a delta encodes to
+    /// the length it was decoded from, which a recompressed block need not).
+    fn as_chitchat_writes_it(wire: &[u8]) -> Vec<u8> {
+        let msg = ChitchatMessage::deserialize(&mut &wire[..]).unwrap();
+        let mut out = Vec::new();
+        msg.serialize(&mut out);
+        out
+    }
+
+    #[test]
+    fn only_acks_that_carry_nothing_are_left_unsent() {
+        assert!(is_empty_ack(&as_chitchat_writes_it(&craft::ack(&[]))));
+        // A node header alone is state (chitchat may reset that node), and so is a
+        // key-value, raw or compressed: all are sent.
+        let header = [Op::Node(id("a"))];
+        let key_value = [Op::Node(id("a")), Op::Kv("k".into(), "v".into(), 1)];
+        for ops in [&header[..], &key_value[..]] {
+            for encoding in [Encoding::Raw, Encoding::Zstd] {
+                let ack = craft::ack(&craft::blocks(ops, encoding));
+                assert!(!is_empty_ack(&ack), "{ops:?} {encoding:?}");
+            }
+        }
+        // Syns and SynAcks are answered, whatever their delta.
+        assert!(!is_empty_ack(&craft::syn_ack(&[(id("a"), 1)], &[])));
+        assert!(!is_empty_ack(&craft::syn("test", &[(id("a"), 1)])));
+        // Not a chitchat message at all: sent (the peer counts it malformed).
+        assert!(!is_empty_ack(&[0u8; 4]));
     }
 }

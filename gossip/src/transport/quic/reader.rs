@@ -204,13 +204,13 @@ fn admit(shared: &Shared, name: &str, from: SocketAddr, wire: &[u8]) -> Result<(
     })
 }
 
-/// Whether the transport can take a received message in chitchat's place: an Ack whose
-/// delta holds no operation. chitchat would decode it (zeroing a 64 KiB buffer for the
-/// empty delta), queue it, wake its task, take its lock and apply nothing: an Ack has no
-/// answer and an empty delta changes no state. In a converged cluster most Acks are
-/// empty, a third of all the messages a node receives.
+/// Whether the transport can take a received message in chitchat's place: an empty Ack
+/// ([`scan::Scan::is_empty_ack`]). chitchat would decode it (zeroing a 64 KiB buffer
+/// for the empty delta), queue it, wake its task, take its lock and apply nothing. This
+/// node's transport does not send such Acks at all (see `QuicSocket::send`); peers
+/// running a release before that change still do.
 fn absorbs(scanned: &scan::Scan) -> bool {
-    scanned.kind == crate::transport::MessageKind::Ack && scanned.ops == 0
+    scanned.is_empty_ack()
 }
 
 /// Until when a received message of `kind` is worth handing to chitchat: a Syn for
