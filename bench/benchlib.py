@@ -9,12 +9,22 @@ BIN = os.environ.get("PROBEMESH_BIN", os.path.join(ROOT, "target", "release", "p
 TICK = os.sysconf("SC_CLK_TCK")
 
 
+_HANDED_OUT = set()
+
+
 def free_port(kind=socket.SOCK_STREAM):
-    s = socket.socket(socket.AF_INET, kind)
-    s.bind(("127.0.0.1", 0))
-    p = s.getsockname()[1]
-    s.close()
-    return p
+    """A free loopback port of `kind`, never one this script was given before: the
+    kernel may hand the same ephemeral port to two binds in a row once the first socket
+    is closed, and with 64 agents that happened in about one run in ten (an agent then
+    failed to bind its gossip port)."""
+    while True:
+        s = socket.socket(socket.AF_INET, kind)
+        s.bind(("127.0.0.1", 0))
+        p = s.getsockname()[1]
+        s.close()
+        if (kind, p) not in _HANDED_OUT:
+            _HANDED_OUT.add((kind, p))
+            return p
 
 
 def cpu_split(pid):

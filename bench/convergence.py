@@ -9,6 +9,8 @@ For each N it measures
   * Serf membership: agents started at once -> every agent lists N alive members.
 
 Usage: bench/convergence.py [N ...]   (default: 3 8 16)
+Env GOSSIP_INTERVAL, PROBE_INTERVAL, REPEATS (registrations per N, default 3), QUIET
+(seconds without changes before each registration, default 3).
 Needs: a release build (cargo build --release -p probemesh) and Debian's `serf`.
 Everything listens on 127.0.0.1 and is stopped at the end.
 """
@@ -26,6 +28,10 @@ from benchlib import BIN, free_port, stop_all
 GOSSIP_INTERVAL = os.environ.get("GOSSIP_INTERVAL", "100ms")
 PROBE_INTERVAL = os.environ.get("PROBE_INTERVAL", "200ms")
 REPEATS = int(os.environ.get("REPEATS", "3"))
+# Seconds of quiet before each registration: longer than the gossip thread's hold of
+# its short coalescing window (2 s at 100 ms rounds, gossip/src/pace.rs), so that each
+# registration reaches agents that are all back on the long window, the slow case.
+QUIET = float(os.environ.get("QUIET", "3"))
 
 
 def get(url, timeout=2):
@@ -84,6 +90,7 @@ def run_probemesh(n, workdir, worker_port):
             # Each registration is another worker: another loopback address of the
             # endpoint agent, whose /v1/health answers every probe.
             url = f"http://127.0.0.{r + 2}:{worker_port}"
+            time.sleep(QUIET)
             t0 = time.monotonic()
             post(f"http://127.0.0.1:{nodes[0][1]}/v1/workers", {"url": url, "health": {"path": "/v1/health"}})
 
@@ -143,7 +150,7 @@ def main():
                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     if not wait(lambda: get(f"http://127.0.0.1:{port}/v1/ready") is not None, 30):
         sys.exit("the endpoint agent did not start")
-    print(f"gossip interval {GOSSIP_INTERVAL}, probe interval {PROBE_INTERVAL}, {REPEATS} registrations per N")
+    print(f"gossip interval {GOSSIP_INTERVAL}, probe interval {PROBE_INTERVAL}, {REPEATS} registrations per N, each after {QUIET:g} s of quiet")
     print(f"{'N':>3}  {'probemesh members':>18}  {'registration->ready on all (min/median/max)':>44}  {'serf members':>13}")
     for n in sizes:
         with tempfile.TemporaryDirectory() as d:

@@ -126,6 +126,9 @@ impl App {
         };
         // Gossip runs on a thread of its own (see probemesh_gossip::thread).
         let gossip = Arc::new(spawn_gossip_thread(gossip_config, transport).await?);
+        if let Some(pace) = gossip.pace() {
+            node.metrics().attach_pace(pace);
+        }
         let guard = IdentityGuard::new(
             &config.node_id,
             generation,

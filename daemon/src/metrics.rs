@@ -14,8 +14,9 @@ pub use fence::FenceMetrics;
 pub use gateway::GatewayMetrics;
 
 use crate::registry::View;
-use crate::transport_metrics::TransportCollector;
+use crate::transport_metrics::{PaceCollector, TransportCollector};
 use probemesh_gossip::model::Status;
+use probemesh_gossip::pace::Pace;
 use probemesh_gossip::transport::TransportMetrics;
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
@@ -113,6 +114,7 @@ pub struct Metrics {
     gossip_owner_claims_refused: Counter,
     store_records_rejected: Family<ReasonLabels, Counter>,
     transport: Arc<OnceLock<Arc<TransportMetrics>>>,
+    pace: Arc<OnceLock<Arc<Pace>>>,
     admin: AdminMetrics,
     fence: FenceMetrics,
     gateway: GatewayMetrics,
@@ -162,6 +164,7 @@ impl Metrics {
             gossip_owner_claims_refused: Counter::default(),
             store_records_rejected: Family::default(),
             transport: Arc::new(OnceLock::new()),
+            pace: Arc::new(OnceLock::new()),
             admin: AdminMetrics::default(),
             fence: FenceMetrics::default(),
             gateway: GatewayMetrics::default(),
@@ -223,6 +226,7 @@ impl Metrics {
             m.smg_enabled.clone(),
         );
         registry.register_collector(Box::new(TransportCollector(Arc::clone(&m.transport))));
+        registry.register_collector(Box::new(PaceCollector(Arc::clone(&m.pace))));
         registry.register(
             "workers",
             "Workers in the local view, by this node's status",
@@ -421,6 +425,11 @@ impl Metrics {
     /// Full cluster sync rounds so far.
     pub fn sync_rounds(&self) -> u64 {
         self.sync_rounds.get()
+    }
+
+    /// Attaches the gossip thread's wake-up counters (once gossip has started).
+    pub fn attach_pace(&self, p: Arc<Pace>) {
+        let _ = self.pace.set(p);
     }
 
     /// Attaches the gossip transport's counters (once gossip has started).

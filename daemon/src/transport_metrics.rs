@@ -1,6 +1,7 @@
-//! The gossip transport's counters, exported at scrape time from its atomics (the
-//! transport never touches the metrics registry).
+//! The gossip transport's and the gossip thread's counters, exported at scrape time
+//! from their atomics (neither touches the metrics registry).
 
+use probemesh_gossip::pace::Pace;
 use probemesh_gossip::transport::metrics::IDENTITY_REASONS;
 use probemesh_gossip::transport::{Bound, MessageKind, TransportMetrics};
 use prometheus_client::collector::Collector;
@@ -150,5 +151,37 @@ impl Collector for TransportCollector {
             g.metric_type(),
         )?;
         g.encode(enc)
+    }
+}
+
+/// Exports the gossip thread's wake-ups and the news that set its pace
+/// (`probemesh_gossip::pace`) at scrape time.
+#[derive(Debug)]
+pub struct PaceCollector(pub Arc<OnceLock<Arc<Pace>>>);
+
+impl Collector for PaceCollector {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let Some(p) = self.0.get() else {
+            return Ok(());
+        };
+        let s = p.stats();
+        let mut enc = encoder.encode_descriptor(
+            "gossip_thread_wakeups",
+            "Wake-ups of the gossip thread, by the coalescing window in use: short while the cluster state changes, long once it has been quiet (docs/decisions.md)",
+            None,
+            MetricType::Counter,
+        )?;
+        for (window, value) in [("short", s.wakes_busy), ("long", s.wakes_idle)] {
+            let c = ConstCounter::new(value);
+            c.encode(enc.encode_family(&[("window", window)])?)?;
+        }
+        let c = ConstCounter::new(s.news);
+        let enc = encoder.encode_descriptor(
+            "gossip_state_changes",
+            "Key changes applied to the gossip state (a peer's or this node's own); each selects the gossip thread's short window for a while",
+            None,
+            c.metric_type(),
+        )?;
+        c.encode(enc)
     }
 }

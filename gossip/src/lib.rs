@@ -15,6 +15,7 @@ pub mod identity;
 pub mod keys;
 pub mod model;
 pub mod node;
+pub mod pace;
 pub mod publication;
 pub mod source;
 pub mod thread;

@@ -4,6 +4,7 @@
 use crate::cluster::ClusterSnapshot;
 use crate::identity::Sighting;
 use crate::keys;
+use crate::pace::Pace;
 use crate::publication::{Publication, Publisher};
 use crate::source::{ClusterSource, Fingerprint};
 use crate::transport::PeerIdentities;
@@ -11,7 +12,7 @@ use chitchat::transport::Transport;
 use chitchat::{ChitchatConfig, ChitchatHandle, ChitchatId, FailureDetectorConfig, ListenerHandle};
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 use tokio::sync::{Notify, oneshot};
 
 /// Settings of the gossip layer.
@@ -113,6 +114,8 @@ pub struct GossipHandle {
     _listener: ListenerHandle,
     /// The thread gossip runs on, if it was started on one (`spawn_gossip_thread`).
     thread: Option<GossipThread>,
+    /// That thread's coalescing window.
+    pace: Option<Arc<Pace>>,
 }
 
 impl std::fmt::Debug for GossipHandle {
@@ -127,6 +130,16 @@ impl std::fmt::Debug for GossipHandle {
 pub async fn spawn_gossip(
     config: GossipConfig,
     transport: &dyn Transport,
+) -> Result<GossipHandle, GossipError> {
+    spawn_paced_gossip(config, transport, None).await
+}
+
+/// Starts chitchat on `transport`; every key change, a peer's or this node's own, is
+/// reported to `pace` (the gossip thread's coalescing window, see [`crate::pace`]).
+pub(crate) async fn spawn_paced_gossip(
+    config: GossipConfig,
+    transport: &dyn Transport,
+    pace: Option<Arc<Pace>>,
 ) -> Result<GossipHandle, GossipError> {
     let chitchat_id = ChitchatId::new(config.node_id.clone(), config.generation, config.advertise);
     let cc = ChitchatConfig {
@@ -149,12 +162,19 @@ pub async fn spawn_gossip(
         .map_err(|e| GossipError::Start(e.into()))?;
     let changed = Arc::new(Notify::new());
     let notify = Arc::clone(&changed);
-    // Runs under chitchat's lock: only wake the reconciler, never read state here.
+    let news = pace.clone();
+    // Runs under chitchat's lock: only wake the reconciler and note the news, never
+    // read state here.
     let listener = handle
         .chitchat()
         .lock()
         .await
-        .subscribe_event("", move |_| notify.notify_one());
+        .subscribe_event("", move |_| {
+            notify.notify_one();
+            if let Some(pace) = &news {
+                pace.news(Instant::now());
+            }
+        });
     Ok(GossipHandle {
         handle,
         decode_cache: tokio::sync::Mutex::new(Default::default()),
@@ -163,6 +183,7 @@ pub async fn spawn_gossip(
         publisher: tokio::sync::Mutex::new(Publisher::default()),
         _listener: listener,
         thread: None,
+        pace,
     })
 }
 
@@ -189,6 +210,9 @@ impl GossipHandle {
     pub async fn update_keys(&self, changes: Vec<(String, Option<String>)>) {
         if changes.is_empty() {
             return;
+        }
+        if let Some(pace) = &self.pace {
+            pace.news(Instant::now());
         }
         self.handle
             .with_chitchat(|c| {
@@ -228,6 +252,12 @@ impl GossipHandle {
                     .collect()
             })
             .await
+    }
+
+    /// The gossip thread's coalescing window and wake-up counters (`None` when gossip
+    /// runs on the caller's runtime, [`spawn_gossip`]).
+    pub fn pace(&self) -> Option<Arc<Pace>> {
+        self.pace.clone()
     }
 
     /// Decodes the current cluster state.

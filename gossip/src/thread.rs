@@ -11,38 +11,28 @@
 //! of every peer depends on this node answering on time.
 //!
 //! On its own thread, gossip can also trade a little latency for far fewer wake-ups
-//! ([`coalescing_runtime`]) without slowing the admin API or the probes.
+//! ([`coalescing_runtime`], paced by [`crate::pace`]) without slowing the admin API or
+//! the probes.
 //!
 //! The rest of the process talks to gossip through [`GossipHandle`], whose calls only
 //! take chitchat's lock (a `tokio::sync::Mutex`, usable from any runtime) and decode on
 //! the caller's thread, so large cluster states are never decoded on the gossip thread.
 
-use crate::node::{GossipConfig, GossipError, GossipHandle, GossipThread, spawn_gossip};
+use crate::node::{GossipConfig, GossipError, GossipHandle, GossipThread, spawn_paced_gossip};
+use crate::pace::Pace;
 use chitchat::transport::Transport;
 use std::cell::Cell;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 use tokio::sync::oneshot;
 
 /// The name of the gossip thread (shown by `top -H`, `perf` and panics).
 pub const THREAD_NAME: &str = "probemesh-gossip";
 
-/// The longest the gossip thread lets events gather before it handles them.
-pub const MAX_COALESCING_WINDOW: Duration = Duration::from_millis(20);
-
-/// How long the gossip thread lets events gather after a wake-up, at gossip interval
-/// `interval`: a fifth of a round, at most [`MAX_COALESCING_WINDOW`]. Each message may
-/// wait this long once more on each side, which is small against a round and against
-/// the failure detector's tolerance of heartbeat gaps (10 rounds or 2 s).
-pub fn coalescing_window(interval: Duration) -> Duration {
-    (interval / 5).min(MAX_COALESCING_WINDOW)
-}
-
 /// A single-threaded runtime whose thread, before it blocks waiting for events, first
-/// sleeps out the rest of `window` since it last woke, so that the messages, packets
-/// and timers that arrive meanwhile are handled in one wake-up instead of one each.
-/// `wakes` counts the wake-ups.
+/// sleeps out the rest of the window `pace` has in use since it last woke, so that the
+/// messages, packets and timers that arrive meanwhile are handled in one wake-up
+/// instead of one each. `pace` counts the wake-ups.
 ///
 /// Why: each wake-up of an idle thread costs a context switch and, on a virtual
 /// machine, an exit to the hypervisor, and a gossip thread at 100 ms rounds is woken
@@ -50,24 +40,25 @@ pub fn coalescing_window(interval: Duration) -> Duration {
 /// agents on two cores, the wake-ups were about a quarter of the agents' CPU
 /// (docs/benchmarks.md). Sleeping in the park hook blocks no task: the scheduler calls
 /// it only when nothing is ready to run, and the thread runs nothing but gossip. Under
-/// load (a wake-up whose work takes longer than `window`) it does not sleep at all.
-pub fn coalescing_runtime(
-    window: Duration,
-    wakes: Arc<AtomicU64>,
-) -> std::io::Result<tokio::runtime::Runtime> {
+/// load (a wake-up whose work takes longer than the window) it does not sleep at all.
+pub fn coalescing_runtime(pace: Arc<Pace>) -> std::io::Result<tokio::runtime::Runtime> {
     // The callbacks run on the runtime's one thread; the instant is that thread's own.
     thread_local! {
         static WOKE: Cell<Option<Instant>> = const { Cell::new(None) };
     }
+    let on_unpark = Arc::clone(&pace);
     tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .on_thread_unpark(move || {
-            wakes.fetch_add(1, Ordering::Relaxed);
-            WOKE.with(|w| w.set(Some(Instant::now())));
+            let now = Instant::now();
+            on_unpark.woke(now);
+            WOKE.with(|w| w.set(Some(now)));
         })
         .on_thread_park(move || {
             if let Some(woke) = WOKE.with(Cell::get) {
-                let awake = woke.elapsed();
+                let now = Instant::now();
+                let awake = now.saturating_duration_since(woke);
+                let window = pace.window(now);
                 if awake < window {
                     std::thread::sleep(window - awake);
                 }
@@ -86,8 +77,8 @@ pub async fn spawn_gossip_thread<T>(
 where
     T: Transport + Send + Sync + 'static,
 {
-    let window = coalescing_window(config.interval);
-    let runtime = coalescing_runtime(window, Arc::default())
+    let pace = Arc::new(Pace::for_gossip_interval(config.interval));
+    let runtime = coalescing_runtime(Arc::clone(&pace))
         .map_err(|e| GossipError::Start(format!("cannot build the gossip runtime: {e}").into()))?;
     let (started_tx, started_rx) = oneshot::channel();
     let (stop_tx, stop_rx) = oneshot::channel::<()>();
@@ -96,7 +87,7 @@ where
         .name(THREAD_NAME.to_string())
         .spawn(move || {
             runtime.block_on(async move {
-                let started = spawn_gossip(config, &transport).await;
+                let started = spawn_paced_gossip(config, &transport, Some(pace)).await;
                 let running = started.is_ok();
                 if started_tx.send(started).is_err() || !running {
                     return;
@@ -124,6 +115,7 @@ mod tests {
     use chitchat::transport::{ChannelTransport, Socket};
     use std::net::SocketAddr;
     use std::sync::Mutex;
+    use std::time::Duration;
 
     /// chitchat's in-memory transport, recording the thread of every call and when
     /// its socket is dropped.
@@ -232,31 +224,19 @@ mod tests {
         }
     }
 
-    #[test]
-    fn the_window_is_a_fifth_of_a_round_and_at_most_twenty_ms() {
-        assert_eq!(
-            coalescing_window(Duration::from_millis(50)),
-            Duration::from_millis(10)
-        );
-        assert_eq!(
-            coalescing_window(Duration::from_millis(100)),
-            Duration::from_millis(20)
-        );
-        assert_eq!(
-            coalescing_window(Duration::from_secs(1)),
-            MAX_COALESCING_WINDOW
-        );
-        assert_eq!(coalescing_window(Duration::ZERO), Duration::ZERO);
-    }
-
     /// A hundred events a millisecond apart, as packets arrive at a busy gossip thread:
     /// without coalescing each would wake the thread; with a 20 ms window they are
     /// handled in a handful of wake-ups, each event within the window.
-    #[test]
-    fn events_that_arrive_close_together_share_a_wake_up() {
-        let window = Duration::from_millis(20);
-        let wakes = Arc::new(AtomicU64::new(0));
-        let rt = coalescing_runtime(window, Arc::clone(&wakes)).unwrap();
+    /// A pace that always uses `window` (no hold, both windows equal).
+    fn fixed(window: Duration) -> Arc<Pace> {
+        Arc::new(Pace::new(window, window, Duration::ZERO, Instant::now()))
+    }
+
+    /// Sends 100 events a millisecond apart to a runtime paced by `pace`, as packets
+    /// arrive at a busy gossip thread; returns the wake-ups and the longest wait.
+    fn hundred_events(pace: &Arc<Pace>) -> (u64, Duration) {
+        let rt = coalescing_runtime(Arc::clone(pace)).unwrap();
+        let before = pace.stats();
         let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<Instant>();
         let sender = std::thread::spawn(move || {
             for _ in 0..100 {
@@ -275,7 +255,17 @@ mod tests {
         });
         sender.join().unwrap();
         assert_eq!(handled, 100);
-        let wakes = wakes.load(Ordering::Relaxed);
+        let after = pace.stats();
+        let wakes = after.wakes_busy + after.wakes_idle - before.wakes_busy - before.wakes_idle;
+        (wakes, waited)
+    }
+
+    /// Without coalescing each event would wake the thread; with a 20 ms window they
+    /// are handled in a handful of wake-ups, each event within the window.
+    #[test]
+    fn events_that_arrive_close_together_share_a_wake_up() {
+        let window = Duration::from_millis(20);
+        let (wakes, waited) = hundred_events(&fixed(window));
         // 100 ms or more of sending (1 ms sleeps overshoot) in 20 ms windows: about 6
         // to 10 wake-ups; one per event would be 100.
         assert!(wakes <= 40, "{wakes} wake-ups for 100 events");
@@ -283,13 +273,75 @@ mod tests {
         assert!(waited < window + Duration::from_secs(1), "{waited:?}");
     }
 
+    /// With no news the long window is in use and the same events wake the thread far
+    /// less often; news switches to the short window, and the wake-ups are counted
+    /// under the window in use.
+    #[test]
+    fn news_selects_the_short_window() {
+        let (short, long) = (Duration::from_millis(2), Duration::from_millis(40));
+        let pace = Arc::new(Pace::new(short, long, Duration::ZERO, Instant::now()));
+        let (idle_wakes, _) = hundred_events(&pace);
+        assert_eq!(pace.stats().wakes_busy, 0);
+        pace.news(Instant::now() + Duration::from_secs(3600));
+        let (busy_wakes, _) = hundred_events(&pace);
+        assert!(pace.stats().wakes_busy > 0);
+        // About 3 to 8 wake-ups in 40 ms windows, against 30 to 60 in 2 ms ones.
+        assert!(
+            idle_wakes * 2 < busy_wakes,
+            "{idle_wakes} wake-ups with the long window, {busy_wakes} with the short one"
+        );
+    }
+
     #[test]
     fn an_idle_thread_is_not_kept_awake() {
         // No events: the thread sleeps in the runtime until the timer, not in a loop.
-        let wakes = Arc::new(AtomicU64::new(0));
-        let rt = coalescing_runtime(Duration::from_millis(20), Arc::clone(&wakes)).unwrap();
+        let pace = fixed(Duration::from_millis(20));
+        let rt = coalescing_runtime(Arc::clone(&pace)).unwrap();
         rt.block_on(async { tokio::time::sleep(Duration::from_millis(300)).await });
-        let wakes = wakes.load(Ordering::Relaxed);
+        let s = pace.stats();
+        let wakes = s.wakes_busy + s.wakes_idle;
         assert!(wakes <= 3, "{wakes} wake-ups while idle");
+    }
+
+    /// A peer's key change, applied by chitchat, and this node's own publication are
+    /// news; heartbeats alone are not, so a quiet cluster reaches the long window.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn key_changes_are_news_and_heartbeats_are_not() {
+        let network = ChannelTransport::with_mtu(65_000);
+        let transport = || Recording {
+            inner: network.clone(),
+            threads: Default::default(),
+            dropped: Default::default(),
+        };
+        let a = spawn_gossip_thread(config("a", 1, &[]), transport())
+            .await
+            .unwrap();
+        let b = spawn_gossip_thread(config("b", 2, &[1]), transport())
+            .await
+            .unwrap();
+        let news = |h: &GossipHandle| h.pace().unwrap().stats().news;
+        let end = Instant::now() + Duration::from_secs(10);
+        while a.snapshot().await.members.len() < 2 || b.snapshot().await.members.len() < 2 {
+            assert!(Instant::now() < end, "the nodes did not meet");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        // Once the two agree, rounds of heartbeats (20 ms each) bring no news.
+        let settled = Instant::now() + Duration::from_secs(10);
+        let quiet = loop {
+            let n = news(&a);
+            tokio::time::sleep(Duration::from_millis(500)).await;
+            if news(&a) == n {
+                break n;
+            }
+            assert!(Instant::now() < settled, "news kept coming without changes");
+        };
+        let own = news(&b);
+        b.update_keys(vec![("k".into(), Some("v".into()))]).await;
+        assert!(news(&b) > own, "a node's own publication is news");
+        let end = Instant::now() + Duration::from_secs(10);
+        while news(&a) == quiet {
+            assert!(Instant::now() < end, "a peer's key change was not news");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
     }
 }

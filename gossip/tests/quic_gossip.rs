@@ -122,7 +122,9 @@ async fn three_nodes_converge_and_share_registrations() {
     // Once the three agree, most Acks carry an empty delta, and the transport does not
     // send them: none reaches a peer, so none is absorbed on arrival.
     assert!(
-        eventually(Duration::from_secs(10), async || am.snapshot().empty_acks_unsent
+        eventually(Duration::from_secs(10), async || am
+            .snapshot()
+            .empty_acks_unsent
             > 0)
         .await,
         "no empty Ack was left unsent: {:?}",

@@ -24,10 +24,10 @@ pub use config::QuicError;
 
 use super::MAX_MESSAGE;
 use super::envelope;
-use super::scan;
 use super::fair::{FairQueue, PEER_QUEUE_BYTES, PEER_QUEUE_MESSAGES};
 use super::identity::{PeerIdentities, SpeakerBook};
 use super::metrics::{Carrier, MessageKind, TransportMetrics, inc};
+use super::scan;
 use crate::tls::{SERVER_NAME, TlsMaterial};
 use async_trait::async_trait;
 use bytes::Bytes;
