@@ -123,6 +123,7 @@ impl App {
             dead_node_grace_period: c.dead_node_grace_period,
             version: crate::version::VERSION.to_string(),
             identities: Some(transport.identities()),
+            verdict_hold: probemesh_gossip::publication::verdict_hold(config.probe.interval),
         };
         // Gossip runs on a thread of its own (see probemesh_gossip::thread).
         let gossip = Arc::new(spawn_gossip_thread(gossip_config, transport).await?);
@@ -474,7 +475,7 @@ const MAX_REJECTED_LOGGED: usize = 100;
 /// Counts every record the store left out at load (SPEC S11) and logs each one once.
 fn report_rejected_records(rejected: &[RejectedRecord], metrics: &Metrics) {
     for (i, r) in rejected.iter().enumerate() {
-        metrics.store_record_rejected(r.reason);
+        metrics.store().record_rejected(r.reason);
         if i < MAX_REJECTED_LOGGED {
             tracing::warn!(file = r.file, kind = r.kind, id = %r.id, generation = r.generation, reason = r.reason, error = %r.error, "left a stored record out of the loaded state: it fails validation, so it is never probed or shown");
         }

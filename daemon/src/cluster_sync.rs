@@ -208,16 +208,24 @@ async fn full_sync<S: ClusterSource>(node: &Arc<Node>, source: &S, state: &mut S
         }
     }
     let published = source.publish(&plan.publication).await;
+    node.metrics().verdict_buckets_held(published.held);
+    // A verdict bucket held back is written by a full round once its hold ends, even
+    // if nothing else changes by then.
+    state.due = match (state.due, published.held_until) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
+    };
     tracing::trace!(
         imported,
         evicted = plan.evictions.len(),
-        published,
+        published = published.changed,
+        held = published.held,
         "cluster sync round"
     );
     imported
         || !plan.evictions.is_empty()
         || !plan.drain_ends.is_empty()
-        || published > 0
+        || published.changed > 0
         || plan.fence_change.is_some()
 }
 

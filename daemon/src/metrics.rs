@@ -7,11 +7,13 @@ mod admin;
 mod fence;
 mod gateway;
 pub mod spread;
+mod store;
 pub mod tls;
 
 pub use admin::AdminMetrics;
 pub use fence::FenceMetrics;
 pub use gateway::GatewayMetrics;
+pub use store::StoreMetrics;
 
 use crate::registry::View;
 use crate::transport_metrics::{PaceCollector, TransportCollector};
@@ -96,12 +98,7 @@ pub struct Metrics {
     evictions: Family<ReasonLabels, Counter>,
     tombstones_expired: Counter,
     sync_rounds: Counter,
-    store_commits: Counter,
-    store_errors: Counter,
-    store_commit_duration: Histogram,
-    store_write_failures: Family<KindLabels, Counter>,
-    store_compactions: Counter,
-    store_compaction_failures: Counter,
+    verdict_buckets_held: Counter,
     probe_local_errors: Family<KindLabels, Counter>,
     members: Family<MemberLabels, Gauge>,
     smg_ops: Family<SmgLabels, Counter>,
@@ -112,7 +109,7 @@ pub struct Metrics {
     identity_refused: Gauge,
     gossip_records_rejected: Family<ReasonLabels, Counter>,
     gossip_owner_claims_refused: Counter,
-    store_records_rejected: Family<ReasonLabels, Counter>,
+    store: StoreMetrics,
     transport: Arc<OnceLock<Arc<TransportMetrics>>>,
     pace: Arc<OnceLock<Arc<Pace>>>,
     admin: AdminMetrics,
@@ -144,14 +141,7 @@ impl Metrics {
             evictions: Family::default(),
             tombstones_expired: Counter::default(),
             sync_rounds: Counter::default(),
-            store_commits: Counter::default(),
-            store_errors: Counter::default(),
-            store_commit_duration: Histogram::new([
-                0.0001, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.5,
-            ]),
-            store_write_failures: Family::default(),
-            store_compactions: Counter::default(),
-            store_compaction_failures: Counter::default(),
+            verdict_buckets_held: Counter::default(),
             probe_local_errors: Family::default(),
             members: Family::default(),
             smg_ops: Family::default(),
@@ -162,7 +152,7 @@ impl Metrics {
             identity_refused: Gauge::default(),
             gossip_records_rejected: Family::default(),
             gossip_owner_claims_refused: Counter::default(),
-            store_records_rejected: Family::default(),
+            store: StoreMetrics::default(),
             transport: Arc::new(OnceLock::new()),
             pace: Arc::new(OnceLock::new()),
             admin: AdminMetrics::default(),
@@ -174,6 +164,7 @@ impl Metrics {
         };
         m.admin.register(&mut registry);
         m.fence.register(&mut registry);
+        m.store.register(&mut registry);
         m.gateway.register(&mut registry);
         registry.register(
             "members",
@@ -204,11 +195,6 @@ impl Metrics {
             "gossip_owner_claims_refused",
             "Registrations a peer advertised as owned by this node, which this node never registered; imported as the advertiser's, never advertised as this node's own",
             m.gossip_owner_claims_refused.clone(),
-        );
-        registry.register(
-            "store_records_rejected",
-            "Registrations and tombstones read from the data directory at start that failed validation and were left out, by reason (the invalid field)",
-            m.store_records_rejected.clone(),
         );
         registry.register(
             "smg_operations",
@@ -269,34 +255,9 @@ impl Metrics {
             m.sync_rounds.clone(),
         );
         registry.register(
-            "store_commits",
-            "Mutations made durable in the data directory",
-            m.store_commits.clone(),
-        );
-        registry.register(
-            "store_errors",
-            "Mutations that failed to become durable",
-            m.store_errors.clone(),
-        );
-        registry.register(
-            "store_commit_duration_seconds",
-            "Time to append and fsync one mutation",
-            m.store_commit_duration.clone(),
-        );
-        registry.register(
-            "store_write_failures",
-            "Mutations refused because the data directory could not take them, by kind: full (no space or quota), io (another write error), stopped (the store stopped taking writes after an undo failed)",
-            m.store_write_failures.clone(),
-        );
-        registry.register(
-            "store_compactions",
-            "Compactions of the log into a snapshot that succeeded",
-            m.store_compactions.clone(),
-        );
-        registry.register(
-            "store_compaction_failures",
-            "Compactions that failed (the change that triggered them was kept; retried later)",
-            m.store_compaction_failures.clone(),
+            "gossip_verdict_buckets_held",
+            "Changed verdict buckets kept at their published value for a moment because they were written less than 1 s before (each round that keeps one counts it): a burst of status changes travels as one write per bucket per second",
+            m.verdict_buckets_held.clone(),
         );
         registry.register(
             "probe_local_errors",
@@ -331,11 +292,7 @@ impl Metrics {
     /// labels are used; then `increase()` misses the first event (the series starts at
     /// 1, not from 0) and a query for it finds no series at all.
     fn init_series(&self) {
-        for kind in ["full", "io", "stopped"] {
-            let _ = self
-                .store_write_failures
-                .get_or_create(&KindLabels { kind });
-        }
+        self.store.init_series();
         for kind in ["descriptors", "buffers", "ports", "memory"] {
             let _ = self.probe_local_errors.get_or_create(&KindLabels { kind });
         }
@@ -422,6 +379,11 @@ impl Metrics {
         self.sync_rounds.inc();
     }
 
+    /// Counts verdict buckets a publication held back.
+    pub fn verdict_buckets_held(&self, n: usize) {
+        self.verdict_buckets_held.inc_by(n as u64);
+    }
+
     /// Full cluster sync rounds so far.
     pub fn sync_rounds(&self) -> u64 {
         self.sync_rounds.get()
@@ -491,37 +453,9 @@ impl Metrics {
         self.gossip_owner_claims_refused.inc();
     }
 
-    /// Counts one record left out of the state loaded from disk.
-    pub fn store_record_rejected(&self, reason: &'static str) {
-        self.store_records_rejected
-            .get_or_create(&ReasonLabels { reason })
-            .inc();
-    }
-
-    /// Counts one store commit attempt.
-    pub fn store_commit(&self, ok: bool, took: Duration) {
-        if ok {
-            self.store_commits.inc();
-        } else {
-            self.store_errors.inc();
-        }
-        self.store_commit_duration.observe(took.as_secs_f64());
-    }
-
-    /// Counts a mutation the store refused (`kind` from [`crate::store::StoreError::kind`]).
-    pub fn store_write_failed(&self, kind: &'static str) {
-        self.store_write_failures
-            .get_or_create(&KindLabels { kind })
-            .inc();
-    }
-
-    /// Counts one compaction attempt.
-    pub fn store_compaction(&self, ok: bool) {
-        if ok {
-            self.store_compactions.inc();
-        } else {
-            self.store_compaction_failures.inc();
-        }
+    /// The data directory's metrics (`probemesh_store_*`).
+    pub fn store(&self) -> &StoreMetrics {
+        &self.store
     }
 
     /// Counts a probe that failed for lack of a local resource.
@@ -574,7 +508,7 @@ mod tests {
         m.probe("ok", Duration::from_millis(3));
         m.eviction("deleted");
         m.gossip_record_rejected("health_interval");
-        m.store_record_rejected("owner");
+        m.store().record_rejected("owner");
         m.gossip_owner_claim_refused();
         let text = m.render(&View::default());
         for needle in [

@@ -5,7 +5,7 @@ use crate::cluster::ClusterSnapshot;
 use crate::identity::Sighting;
 use crate::keys;
 use crate::pace::Pace;
-use crate::publication::{Publication, Publisher};
+use crate::publication::{Publication, Published, Publisher};
 use crate::source::{ClusterSource, Fingerprint};
 use crate::transport::PeerIdentities;
 use chitchat::transport::Transport;
@@ -39,6 +39,9 @@ pub struct GossipConfig {
     /// The member instances the transport saw first-hand (`QuicTransport::identities`).
     /// `None` (chitchat's in-memory transport) counts every member as attested.
     pub identities: Option<Arc<PeerIdentities>>,
+    /// The shortest time between two writes of one verdict bucket
+    /// ([`crate::publication::verdict_hold`] of the default probe interval).
+    pub verdict_hold: Duration,
 }
 
 /// Why gossip could not start or stop cleanly.
@@ -180,7 +183,7 @@ pub(crate) async fn spawn_paced_gossip(
         decode_cache: tokio::sync::Mutex::new(Default::default()),
         changed,
         identities: config.identities,
-        publisher: tokio::sync::Mutex::new(Publisher::default()),
+        publisher: tokio::sync::Mutex::new(Publisher::new(config.verdict_hold)),
         _listener: listener,
         thread: None,
         pace,
@@ -195,13 +198,14 @@ impl GossipHandle {
     }
 
     /// Makes this node's own keys match `desired` (only the differences from the last
-    /// publication are written, in one critical section); returns how many changed.
-    pub async fn publish(&self, desired: &Publication) -> usize {
+    /// publication are written, in one critical section, and verdict buckets at most
+    /// once per [`GossipConfig::verdict_hold`]); says what it wrote.
+    pub async fn publish(&self, desired: &Publication) -> Published {
         let mut publisher = self.publisher.lock().await;
-        let changes = publisher.changes(desired);
-        let n = changes.len();
+        let changes = publisher.changes(desired, tokio::time::Instant::now());
+        let published = publisher.published(changes.len());
         self.update_keys(changes).await;
-        n
+        published
     }
 
     /// Sets (`Some`) or deletes (`None`) raw keys of this node, in one critical
@@ -360,7 +364,7 @@ impl ClusterSource for GossipHandle {
         GossipHandle::snapshot(self).await
     }
 
-    async fn publish(&self, desired: &Publication) -> usize {
+    async fn publish(&self, desired: &Publication) -> Published {
         GossipHandle::publish(self, desired).await
     }
 }

@@ -7,6 +7,32 @@ use crate::cluster::Verdict;
 use crate::keys;
 use crate::model::{Drain, Registration, Tombstone, WorkerId};
 use std::collections::{BTreeMap, HashMap};
+use std::time::Duration;
+use tokio::time::Instant;
+
+/// The shortest time between two writes of one verdict bucket, for a node whose
+/// default probe interval is `probe_interval`: one interval, between 1 s and 10 s.
+///
+/// Every write of a bucket resends all of its verdicts (about 3 KB) to every member.
+/// Without a bound, a node whose workers change status in many rounds in a row (a
+/// registration burst: pending, then ready, on every member; probes timing out on an
+/// overloaded host) rewrote each of its buckets every gossip round: at 16 members x
+/// 1,000 workers that was 1.1-1.9 MB/s of gossip per member, whose CPU starved the
+/// probes and made more workers flap, which kept the rewrites going. A worker's verdict
+/// changes at most once per probe, so one interval's hold carries a whole probe cycle's
+/// changes of a bucket in one write, and a node's verdict traffic stays below its
+/// buckets' size per interval however many workers flap. A bucket untouched for the
+/// hold is written at once (an isolated change travels as fast as before). Peers see a
+/// verdict up to one hold later; every decision on peers' verdicts (eviction, fencing)
+/// waits for several consecutive probe failures, so for one more interval at most.
+pub fn verdict_hold(probe_interval: Duration) -> Duration {
+    probe_interval.clamp(MIN_VERDICT_HOLD, MAX_VERDICT_HOLD)
+}
+
+/// The shortest [`verdict_hold`] (and the hold of [`Publisher::default`]).
+pub const MIN_VERDICT_HOLD: Duration = Duration::from_secs(1);
+/// The longest [`verdict_hold`].
+pub const MAX_VERDICT_HOLD: Duration = Duration::from_secs(10);
 
 /// Everything a node wants in its own gossip state, besides its version key.
 #[derive(Clone, Debug, Default, PartialEq)]
@@ -23,25 +49,67 @@ pub struct Publication {
     pub degraded: Option<String>,
 }
 
+/// What one publication did.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Published {
+    /// Keys set or deleted.
+    pub changed: usize,
+    /// Changed verdict buckets kept at their published value for now
+    /// ([`verdict_hold`]).
+    pub held: usize,
+    /// When the earliest of those may be written: publish again then.
+    pub held_until: Option<Instant>,
+}
+
 /// One change to a node's own keys: set (`Some`) or delete (`None`).
 pub type KeyChange = (String, Option<String>);
 
 /// Remembers what was published last, so a round writes only differences.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct Publisher {
+    /// The shortest time between two writes of one verdict bucket ([`verdict_hold`]).
+    hold: Duration,
     published: HashMap<String, String>,
     /// Hex digits naming a verdict bucket in the last publication (0 before the
     /// first); see [`keys::verdict_prefix_len`].
     verdict_prefix: usize,
+    /// When each published verdict bucket was last written.
+    bucket_written: HashMap<String, Instant>,
+    /// The earliest time a bucket held back by the hold may be written,
+    /// after the last [`Publisher::changes`]; `None` when none is held back.
+    held_until: Option<Instant>,
+    /// Buckets the last [`Publisher::changes`] held back.
+    held: usize,
     /// Records that could not be encoded, already logged (a bug; logged once each).
     unencodable: u64,
 }
 
+impl Default for Publisher {
+    fn default() -> Self {
+        Publisher::new(MIN_VERDICT_HOLD)
+    }
+}
+
 impl Publisher {
-    /// The key changes that turn the last publication into `desired`: the keys set, in
-    /// key order, then the keys deleted, in key order
-    /// (deterministic for simulations). Remembers `desired` as published.
-    pub fn changes(&mut self, desired: &Publication) -> Vec<KeyChange> {
+    /// A publisher that writes each verdict bucket at most once per `hold`.
+    pub fn new(hold: Duration) -> Publisher {
+        Publisher {
+            hold,
+            published: HashMap::new(),
+            verdict_prefix: 0,
+            bucket_written: HashMap::new(),
+            held_until: None,
+            held: 0,
+            unencodable: 0,
+        }
+    }
+
+    /// The key changes that turn the last publication into `desired` at `now`: the
+    /// keys set, in key order, then the keys deleted, in key order (deterministic for
+    /// simulations). Remembers what it returns as published. A verdict bucket written
+    /// less than [`verdict_hold`] ago keeps its published value for now (see
+    /// [`Publisher::held_until`]); everything else is written at once.
+    pub fn changes(&mut self, desired: &Publication, now: Instant) -> Vec<KeyChange> {
         let mut next: HashMap<String, String> = HashMap::with_capacity(
             desired.verdicts.len() + desired.registrations.len() + desired.tombstones.len(),
         );
@@ -97,6 +165,7 @@ impl Publisher {
                 reason.chars().take(keys::MAX_DEGRADED_REASON).collect(),
             );
         }
+        self.hold_recent_buckets(&mut next, now);
         let mut out: Vec<KeyChange> = next
             .iter()
             .filter(|(k, v)| self.published.get(*k) != Some(*v))
@@ -116,6 +185,55 @@ impl Publisher {
         out.extend(deleted);
         self.published = next;
         out
+    }
+
+    /// Keeps the published value of every verdict bucket that changed but was written
+    /// less than the hold before `now`, and stamps the buckets written now.
+    fn hold_recent_buckets(&mut self, next: &mut HashMap<String, String>, now: Instant) {
+        self.held_until = None;
+        self.held = 0;
+        self.bucket_written.retain(|k, _| next.contains_key(k));
+        for (key, value) in next.iter_mut() {
+            if !key.starts_with(keys::VERDICTS_PREFIX) {
+                continue;
+            }
+            let Some(old) = self.published.get(key) else {
+                // A new bucket (first verdicts under its prefix, or buckets re-cut).
+                self.bucket_written.insert(key.clone(), now);
+                continue;
+            };
+            if old == value {
+                continue;
+            }
+            match self.bucket_written.get(key) {
+                Some(at) if now < *at + self.hold => {
+                    let due = *at + self.hold;
+                    self.held_until = Some(self.held_until.map_or(due, |d| d.min(due)));
+                    self.held += 1;
+                    value.clone_from(old);
+                }
+                _ => {
+                    self.bucket_written.insert(key.clone(), now);
+                }
+            }
+        }
+    }
+
+    /// When the earliest verdict bucket held back by the last [`Publisher::changes`]
+    /// may be written; the caller publishes again then (a later call writes it with
+    /// whatever it holds by then). `None` when nothing is held back.
+    pub fn held_until(&self) -> Option<Instant> {
+        self.held_until
+    }
+
+    /// What the last [`Publisher::changes`] wrote and held back, given the number of
+    /// changes it returned.
+    pub fn published(&self, changed: usize) -> Published {
+        Published {
+            changed,
+            held: self.held,
+            held_until: self.held_until,
+        }
     }
 
     /// How many keys the last publication holds.
@@ -153,6 +271,12 @@ mod tests {
         }
     }
 
+    /// `s` seconds after a fixed origin (10 s apart is past any hold).
+    fn at(s: u64) -> Instant {
+        static ORIGIN: std::sync::OnceLock<Instant> = std::sync::OnceLock::new();
+        *ORIGIN.get_or_init(Instant::now) + Duration::from_secs(s)
+    }
+
     fn verdict(status: Status) -> Verdict {
         Verdict {
             generation: 1,
@@ -168,13 +292,13 @@ mod tests {
         p.verdicts.insert(r.id.clone(), verdict(Status::Pending));
         p.registrations.insert(r.id.clone(), r.clone());
         let mut publisher = Publisher::default();
-        let first = publisher.changes(&p);
+        let first = publisher.changes(&p, at(0));
         assert_eq!(first.len(), 2);
         assert!(first.iter().all(|(_, v)| v.is_some()));
-        assert!(publisher.changes(&p).is_empty(), "nothing changed");
+        assert!(publisher.changes(&p, at(10)).is_empty(), "nothing changed");
 
         p.verdicts.insert(r.id.clone(), verdict(Status::Ready));
-        let second = publisher.changes(&p);
+        let second = publisher.changes(&p, at(20));
         assert_eq!(
             second,
             vec![(
@@ -194,7 +318,7 @@ mod tests {
         };
         let mut gone = Publication::default();
         gone.tombstones.insert(r.id.clone(), t);
-        let third = publisher.changes(&gone);
+        let third = publisher.changes(&gone, at(30));
         let deleted: Vec<_> = third.iter().filter(|(_, v)| v.is_none()).collect();
         assert_eq!(deleted.len(), 2, "verdict and registration keys deleted");
         assert_eq!(publisher.len(), 1);
@@ -218,7 +342,7 @@ mod tests {
     fn verdicts_travel_in_buckets_and_one_change_rewrites_one_bucket() {
         let mut p = verdicts(1_000);
         let mut publisher = Publisher::default();
-        let first = publisher.changes(&p);
+        let first = publisher.changes(&p, at(40));
         assert_eq!(
             first.len(),
             16,
@@ -235,7 +359,7 @@ mod tests {
 
         let id = reg(8007).id;
         p.verdicts.insert(id.clone(), verdict(Status::Failed));
-        let second = publisher.changes(&p);
+        let second = publisher.changes(&p, at(50));
         assert_eq!(second.len(), 1);
         assert_eq!(second[0].0, keys::verdict_bucket_key(&id.as_str()[..1]));
     }
@@ -243,8 +367,8 @@ mod tests {
     #[test]
     fn buckets_are_re_cut_past_the_target_with_sets_before_deletions() {
         let mut publisher = Publisher::default();
-        publisher.changes(&verdicts(1_000));
-        let grown = publisher.changes(&verdicts(2_000));
+        publisher.changes(&verdicts(1_000), at(60));
+        let grown = publisher.changes(&verdicts(2_000), at(70));
         let sets = grown.iter().take_while(|(_, v)| v.is_some()).count();
         assert_eq!(sets, 256, "two hex digits past 1,024 verdicts");
         assert_eq!(
@@ -254,18 +378,82 @@ mod tests {
         );
         assert!(grown[sets..].iter().all(|(_, v)| v.is_none()));
         // Back under the target but above a quarter of it: the layout stays.
-        let kept = publisher.changes(&verdicts(1_000));
+        let kept = publisher.changes(&verdicts(1_000), at(80));
         assert!(
             kept.iter()
                 .all(|(k, _)| k.len() == keys::VERDICTS_PREFIX.len() + 2)
         );
         assert_eq!(
             publisher
-                .changes(&verdicts(200))
+                .changes(&verdicts(200), at(90))
                 .iter()
                 .filter(|(_, v)| v.is_some())
                 .count(),
             16
         );
+    }
+
+    #[test]
+    fn a_bucket_is_written_at_most_once_per_hold_and_carries_what_changed_meanwhile() {
+        let hold = Duration::from_secs(5);
+        let mut publisher = Publisher::new(hold);
+        let mut p = verdicts(1_000);
+        assert_eq!(
+            publisher.changes(&p, at(0)).len(),
+            16,
+            "new buckets at once"
+        );
+        let first = reg(8007).id;
+        let bucket = keys::verdict_bucket_key(&first.as_str()[..1]);
+        // A bucket untouched for the hold is written at once ...
+        p.verdicts.insert(first.clone(), verdict(Status::NotReady));
+        assert_eq!(publisher.changes(&p, at(5)).len(), 1);
+        assert_eq!(publisher.published(1).held_until, None);
+        // ... and then not again until the hold is over, however often it changes.
+        let same_bucket: Vec<WorkerId> = (0..1_000)
+            .map(|port| reg(8000 + port).id)
+            .filter(|id| id != &first && keys::verdict_bucket_key(&id.as_str()[..1]) == bucket)
+            .take(3)
+            .collect();
+        for (i, id) in same_bucket.iter().enumerate() {
+            p.verdicts.insert(id.clone(), verdict(Status::NotReady));
+            assert!(publisher.changes(&p, at(6 + i as u64)).is_empty());
+            let held = publisher.published(0);
+            assert_eq!(held.held, 1, "one bucket held back");
+            assert_eq!(held.held_until, Some(at(10)), "due when the hold ends");
+        }
+        // Another bucket is not held back by this one's hold.
+        let other = (0..1_000)
+            .map(|port| reg(8000 + port).id)
+            .find(|id| keys::verdict_bucket_key(&id.as_str()[..1]) != bucket)
+            .unwrap();
+        p.verdicts.insert(other.clone(), verdict(Status::Failed));
+        let now = publisher.changes(&p, at(9));
+        assert_eq!(now.len(), 1);
+        assert_ne!(now[0].0, bucket);
+        // When the hold is over, one write carries every change made meanwhile.
+        let due = publisher.changes(&p, at(10));
+        assert_eq!(due.len(), 1);
+        assert_eq!(due[0].0, bucket);
+        let prefix = bucket.strip_prefix(keys::VERDICTS_PREFIX).unwrap();
+        let (got, _) = keys::decode_verdict_bucket(prefix, due[0].1.as_deref().unwrap());
+        let not_ready = got
+            .iter()
+            .filter(|(_, _, status, _)| *status == Status::NotReady)
+            .count();
+        assert_eq!(not_ready, 4, "the first change and the three held back");
+        assert_eq!(publisher.published(1).held_until, None);
+        assert!(
+            publisher.changes(&p, at(20)).is_empty(),
+            "nothing left over"
+        );
+        // Deleting a bucket's last verdicts is never held back.
+        let mut gone = p.clone();
+        gone.verdicts
+            .retain(|id, _| keys::verdict_bucket_key(&id.as_str()[..1]) != bucket);
+        p.verdicts.insert(first.clone(), verdict(Status::Ready));
+        publisher.changes(&p, at(21));
+        let deleted = publisher.changes(&gone, at(22));
+        assert_eq!(deleted, vec![(bucket, None)]);
     }
 }

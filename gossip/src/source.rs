@@ -4,7 +4,7 @@
 //! [`ClusterSnapshot`] and take the same typed [`Publication`].
 
 use crate::cluster::ClusterSnapshot;
-use crate::publication::Publication;
+use crate::publication::{Publication, Published};
 use std::future::Future;
 
 /// A cheap summary of the cluster state: every member instance's id, generation,
@@ -24,6 +24,8 @@ pub trait ClusterSource: Send + Sync + 'static {
     /// The current cluster state, decoded and validated.
     fn snapshot(&self) -> impl Future<Output = ClusterSnapshot> + Send;
 
-    /// Makes this node's own state match `desired`; returns how many keys changed.
-    fn publish(&self, desired: &Publication) -> impl Future<Output = usize> + Send;
+    /// Makes this node's own state match `desired`, but for verdict buckets written
+    /// too recently (`GossipConfig::verdict_hold`); says what it wrote
+    /// and when to publish again for what it held back.
+    fn publish(&self, desired: &Publication) -> impl Future<Output = Published> + Send;
 }

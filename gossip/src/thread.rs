@@ -182,6 +182,7 @@ mod tests {
             dead_node_grace_period: Duration::from_secs(60),
             version: "test".into(),
             identities: None,
+            verdict_hold: crate::publication::MIN_VERDICT_HOLD,
         }
     }
 

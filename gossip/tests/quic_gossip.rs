@@ -42,6 +42,7 @@ async fn start(
         dead_node_grace_period: Duration::from_secs(60),
         version: "test".into(),
         identities: Some(transport.identities()),
+        verdict_hold: probemesh_gossip::publication::MIN_VERDICT_HOLD,
     };
     (spawn_gossip(config, &transport).await.unwrap(), metrics)
 }
@@ -290,6 +291,7 @@ async fn a_peer_restarted_on_the_same_address_is_heard_again_within_two_seconds(
             dead_node_grace_period: Duration::from_secs(60),
             version: "test".into(),
             identities: Some(transport.identities()),
+            verdict_hold: probemesh_gossip::publication::MIN_VERDICT_HOLD,
         };
         if let Ok(h) = spawn_gossip(config, &transport).await {
             b2 = Some(h);

@@ -257,7 +257,8 @@ impl Node {
                 drop(durable);
                 if done.compacted {
                     self.metrics
-                        .store_compaction(done.compaction_error.is_none());
+                        .store()
+                        .compaction(done.compaction_error.is_none());
                 }
                 if let Some(e) = &done.compaction_error {
                     tracing::warn!(error = %e, "could not compact the data directory; the change is safe in the log, and compaction is tried again later");
@@ -265,12 +266,12 @@ impl Node {
                 Ok(())
             }
             Ok(Err(e)) => {
-                self.metrics.store_write_failed(e.kind());
+                self.metrics.store().write_failed(e.kind());
                 Err(NodeError::from(e))
             }
             Err(e) => Err(NodeError::Internal(format!("store task failed: {e}"))),
         };
-        self.metrics.store_commit(res.is_ok(), start.elapsed());
+        self.metrics.store().commit(res.is_ok(), start.elapsed());
         if let Err(e) = &res {
             tracing::error!(error = %e, "could not persist a change");
         }

@@ -139,6 +139,7 @@ impl Sim {
             dead_node_grace_period: opts.grace.unwrap_or(Duration::from_secs(3600)),
             version: "sim".into(),
             identities: None,
+            verdict_hold: probemesh_gossip::publication::MIN_VERDICT_HOLD,
         };
         let gossip = Arc::new(spawn_gossip(config, &self.transport).await.unwrap());
         tokio::spawn(probemesh::cluster_sync::run(
@@ -191,6 +192,7 @@ impl Sim {
             dead_node_grace_period: Duration::from_secs(3600),
             version: "rogue".into(),
             identities: None,
+            verdict_hold: probemesh_gossip::publication::MIN_VERDICT_HOLD,
         };
         Arc::new(spawn_gossip(config, &self.transport).await.unwrap())
     }

@@ -61,6 +61,7 @@ pub async fn node(
         dead_node_grace_period: Duration::from_secs(60),
         version: "test".into(),
         identities: Some(transport.identities()),
+        verdict_hold: probemesh_gossip::publication::MIN_VERDICT_HOLD,
     };
     (spawn_gossip(config, &transport).await.unwrap(), metrics)
 }

@@ -206,6 +206,8 @@ fn main() {
         "virtual_s": out.virtual_ms as f64 / 1000.0,
         "wall_s": t0.elapsed().as_secs_f64(),
         "wall_phase_s": h.iter().map(|x| x.wall_ms as f64 / 1000.0).collect::<Vec<_>>(),
+        "bytes_per_node_by_phase": h.iter().map(|x| (x.bytes as f64 / n).round()).collect::<Vec<_>>(),
+        "virtual_s_by_phase": h.iter().map(|x| x.at_ms as f64 / 1000.0).collect::<Vec<_>>(),
     });
     println!("{json}");
     if a.trace {

@@ -20,6 +20,7 @@ use probemesh::probe::EngineSettings;
 use probemesh::store::Store;
 use probemesh_gossip::keys::VERSION_KEY;
 use probemesh_gossip::node::{GossipConfig, spawn_gossip};
+use probemesh_gossip::publication::verdict_hold;
 use rand::SeedableRng;
 use rand::rngs::StdRng;
 use source::{Inner, SimSource};
@@ -224,6 +225,7 @@ impl SimCluster {
                 ChitchatId::new(n.name.clone(), generation, n.addr),
                 seeds,
                 &[(VERSION_KEY.to_string(), "sim".to_string())],
+                verdict_hold(s.probe_interval),
             ))),
             Net::Chitchat(transport) => {
                 let config = GossipConfig {
@@ -237,6 +239,7 @@ impl SimCluster {
                     dead_node_grace_period: s.dead_node_grace,
                     version: "sim".into(),
                     identities: None,
+                    verdict_hold: verdict_hold(s.probe_interval),
                 };
                 // The address of a killed node is freed when its aborted task is
                 // dropped, which the runtime does at its next turn.

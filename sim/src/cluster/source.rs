@@ -6,7 +6,7 @@ use crate::model::ModelSource;
 use crate::trace::{Event, Trace};
 use probemesh_gossip::cluster::{ClusterSnapshot, MemberState};
 use probemesh_gossip::node::GossipHandle;
-use probemesh_gossip::publication::Publication;
+use probemesh_gossip::publication::{Publication, Published};
 use probemesh_gossip::source::{ClusterSource, Fingerprint};
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
@@ -107,7 +107,7 @@ impl ClusterSource for SimSource {
         snap
     }
 
-    async fn publish(&self, desired: &Publication) -> usize {
+    async fn publish(&self, desired: &Publication) -> Published {
         match &self.inner {
             Inner::Model(m) => m.publish(desired).await,
             Inner::Chitchat(h) => h.publish(desired).await,

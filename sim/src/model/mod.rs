@@ -179,6 +179,7 @@ impl Network {
         id: ChitchatId,
         seeds: Vec<SocketAddr>,
         initial: &[(String, String)],
+        verdict_hold: std::time::Duration,
     ) -> ModelSource {
         let now = Instant::now();
         let mut w = self.lock();
@@ -207,7 +208,7 @@ impl Network {
         w.by_addr.insert(id.gossip_advertise_addr, index);
         drop(w);
         self.wake.notify_one();
-        ModelSource::new(self.clone(), index, id, changed)
+        ModelSource::new(self.clone(), index, id, changed, verdict_hold)
     }
 
     /// The instance listening on `addr` stops, as a crash (no goodbye).

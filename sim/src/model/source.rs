@@ -8,7 +8,7 @@ use super::replica::Replica;
 use super::{Mid, Network};
 use chitchat::ChitchatId;
 use probemesh_gossip::cluster::{ClusterSnapshot, DecodeCache, RawNode, RawState};
-use probemesh_gossip::publication::{Publication, Publisher};
+use probemesh_gossip::publication::{Publication, Published, Publisher};
 use probemesh_gossip::source::{ClusterSource, Fingerprint};
 use std::sync::{Arc, Mutex};
 use tokio::sync::Notify;
@@ -36,6 +36,7 @@ impl ModelSource {
         index: usize,
         id: ChitchatId,
         changed: Arc<Notify>,
+        verdict_hold: std::time::Duration,
     ) -> ModelSource {
         ModelSource {
             network,
@@ -43,7 +44,7 @@ impl ModelSource {
             id,
             changed,
             cache: Mutex::new(DecodeCache::default()),
-            publisher: Mutex::new(Publisher::default()),
+            publisher: Mutex::new(Publisher::new(verdict_hold)),
         }
     }
 
@@ -107,16 +108,17 @@ impl ClusterSource for ModelSource {
         ClusterSnapshot::from_raw(raw, &mut cache)
     }
 
-    async fn publish(&self, desired: &Publication) -> usize {
-        let changes = self
-            .publisher
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .changes(desired);
-        if changes.is_empty() {
-            return 0;
-        }
+    async fn publish(&self, desired: &Publication) -> Published {
         let now = Instant::now();
+        let (changes, published) = {
+            let mut publisher = self.publisher.lock().unwrap_or_else(|e| e.into_inner());
+            let changes = publisher.changes(desired, now);
+            let published = publisher.published(changes.len());
+            (changes, published)
+        };
+        if changes.is_empty() {
+            return published;
+        }
         let mut w = self.network.lock();
         let inst = &mut w.instances[self.index];
         let own = inst.view.own_mut();
@@ -132,6 +134,6 @@ impl ClusterSource for ModelSource {
         }
         // chitchat's listeners fire on this node's own sets too.
         inst.changed.notify_one();
-        changes.len()
+        published
     }
 }
