@@ -6,7 +6,12 @@ disk and to have made its first probe of each.
      loopback addresses 127.0.x.y (each a separate host, as in resources.py 10k);
   2. N agents (default 16) on loopback, each seeded with agent 0, and W registrations
      (default 1,000) of those addresses spread over them; wait until every agent lists
-     all W (and has probed them: the cluster is in steady state);
+     all W and has probed them, and before each join until the cluster is calm: in two
+     5 s windows in a row, fewer than 1 in 1,000 of the members' probes failed (one scrape per
+     member and window, both counts read from it). A join measured while the
+     registration burst still overloads the host measures the overload, not the join
+     (12-03: joins of 7-11 s inside the burst, 2.5-3.2 s into a calm cluster). Gives
+     up waiting after CALM_WITHIN seconds (default 300) and says so;
   3. start agent N+1 seeded with agent 0 and poll its GET /v1/workers every POLL
      seconds (default 0.02):
        * "on disk": the first time it lists all W. The API lists only what the node
@@ -40,6 +45,42 @@ from benchlib import BIN, cpu_seconds, free_port, metric_sum, stop_all
 GOSSIP_INTERVAL = os.environ.get("GOSSIP_INTERVAL", "200ms")
 PROBE_INTERVAL = os.environ.get("PROBE_INTERVAL", "5s")
 POLL = float(os.environ.get("POLL", "0.02"))
+CALM_WITHIN = float(os.environ.get("CALM_WITHIN", "300"))
+CALM_WINDOW = 5.0
+
+
+def probe_counts(base):
+    """(all probes, failed probes) of one member, from one scrape."""
+    with urllib.request.urlopen(f"{base}/metrics", timeout=30) as r:
+        text = r.read().decode()
+    total = failed = 0.0
+    for line in text.splitlines():
+        if line.startswith("probemesh_probes_total{"):
+            v = float(line.rsplit(" ", 1)[1])
+            total += v
+            if 'result="ok"' not in line:
+                failed += v
+    return total, failed
+
+
+def wait_calm(bases):
+    """Seconds until two windows in a row had fewer than 1 in 1,000 probes failed,
+    with the last window's figures; None for the seconds if not within CALM_WITHIN."""
+    t0 = time.monotonic()
+    before = [probe_counts(b) for b in bases]
+    calm_windows = 0
+    while True:
+        time.sleep(CALM_WINDOW)
+        after = [probe_counts(b) for b in bases]
+        total = sum(a[0] - b[0] for a, b in zip(after, before))
+        failed = sum(a[1] - b[1] for a, b in zip(after, before))
+        before = after
+        calm_windows = calm_windows + 1 if total > 0 and failed * 1000 < total else 0
+        elapsed = time.monotonic() - t0
+        if calm_windows >= 2:
+            return elapsed, total, failed
+        if elapsed > CALM_WITHIN:
+            return None, total, failed
 
 
 def req(method, url, body=None, timeout=30):
@@ -115,9 +156,13 @@ def main():
             for base, _, _ in nodes:
                 while not probed_all(req("GET", f"{base}/v1/workers")["workers"], w):
                     time.sleep(0.5)
-            print(f"{n} agents x {w} workers: all registered and probed everywhere after {time.monotonic() - t0:.1f} s; settling 10 s")
-            time.sleep(10)
+            print(f"{n} agents x {w} workers: all registered and probed everywhere after {time.monotonic() - t0:.1f} s")
             for r in range(repeats):
+                calm, total, failed = wait_calm([b for b, _, _ in nodes])
+                if calm is None:
+                    print(f"not calm within {CALM_WITHIN:.0f} s: {failed:.0f} of {total:.0f} probes failed in the last {CALM_WINDOW:.0f} s; join measured anyway")
+                else:
+                    print(f"calm after {calm:.1f} s ({failed:.0f} of {total:.0f} probes failed in the last {CALM_WINDOW:.0f} s)")
                 cpu_before = [cpu_seconds(p.pid) for _, _, p in nodes]
                 base, _, p, started = c.spawn(f"join{r}", nodes[0][1])
                 on_disk = probed = ready = None

@@ -83,7 +83,7 @@ impl App {
         };
         let node = Arc::new(Node::new(settings, store, metrics, probe_tx));
         latches[0].release();
-        let listener = TcpListener::bind(config.admin_listen).await.with_context(|| {
+        let listener = crate::admin::server::listen::bind(config.admin_listen).with_context(|| {
             format!(
                 "cannot listen on the admin address {}; is another agent running? Choose another --admin-listen",
                 config.admin_listen

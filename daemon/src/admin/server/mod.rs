@@ -12,12 +12,13 @@
 //! - graceful shutdown: stop accepting, let requests in flight finish (blocking queries
 //!   and event streams end on the same token), close what is left after a deadline.
 //!
-//! Files: `conn.rs` serves one connection, `io.rs` wraps its socket, `tracking.rs`
+//! Files: `listen.rs` binds the listener, `conn.rs` serves one connection, `io.rs` wraps its socket, `tracking.rs`
 //! follows its requests, `rejection.rs` writes the answers made below the router.
 
 pub mod conn;
 pub mod fd_limit;
 pub mod io;
+pub mod listen;
 pub mod rejection;
 pub mod tracking;
 
